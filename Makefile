@@ -1,0 +1,71 @@
+# experiment-worker: every command sets up what it needs (venv, Kafka jars) from the project's own files.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SHARED ?= ../shared
+CHECK := $(SHARED)/conformance/check.py
+# Cases believed to contradict SPEC.md (see the comment above each; none so far).
+DISPUTES :=
+
+.PHONY: help setup lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench clean
+
+help:
+	@echo "make run    set up, start the local Kafka broker, run the worker on a demo stream, print a summary"
+	@echo "make test   set up, lint, type-check, unit + property + integration tests (real broker), conformance"
+	@echo "make kafka-up | kafka-down | kafka-status   the local single-node KRaft broker"
+	@echo "make bench  throughput and latency figures, as ratios against baselines run in the same process"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check worker tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q tests/unit tests/property
+
+jars: setup
+	$(BIN)/python -m worker.runtime.local_broker fetch
+
+integration: jars
+	$(BIN)/pytest -q tests/integration
+
+conformance: setup
+	@if [ -f $(CHECK) ]; then \
+	  $(BIN)/python $(CHECK) --cmd $(BIN)/experiment-worker $(foreach d,$(DISPUTES),--dispute $(d)); \
+	elif [ -n "$$CI" ]; then echo "conformance: $(CHECK) not found (CI needs ../shared beside the clone)"; exit 1; \
+	else echo "conformance: $(CHECK) not found: the shared cases did NOT run"; fi
+
+test: lint typecheck jars
+	$(BIN)/pytest -q tests
+	$(MAKE) --no-print-directory conformance
+
+kafka-up: jars
+	$(BIN)/python -m worker.runtime.local_broker up
+
+kafka-down: setup
+	$(BIN)/python -m worker.runtime.local_broker down
+
+kafka-status: setup
+	$(BIN)/python -m worker.runtime.local_broker status
+
+run: kafka-up
+	$(BIN)/python -m worker.demo
+
+bench: kafka-up
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	-$(BIN)/python -m worker.runtime.local_broker down
+	rm -rf .run .mypy_cache .ruff_cache .pytest_cache
