@@ -1,21 +1,100 @@
-"""Command-line entry point: one `experiment-worker` command with a subcommand per job."""
+"""Command-line entry point: one `experiment-worker` command with a subcommand per job.
+
+A bad setting or input file ends the command with one line naming it and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+
+from worker.core.config import CoreConfig
+from worker.core.identity import is_project_id
+from worker.errors import ConfigError, WorkerError
+
+
+def non_negative_int(setting: str) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{setting} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{setting} must be >= 0, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def load_projects(path: Path) -> Mapping[str, str]:
+    """`--projects`: a JSON object api_key → project_id."""
+    try:
+        projects = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"--projects {path}: {exc}") from exc
+    if type(projects) is not dict or not all(type(v) is str for v in projects.values()):
+        raise ConfigError(f"--projects {path}: expected a JSON object mapping api_key to project_id")
+    bad = [project for project in projects.values() if not is_project_id(project)]
+    if bad:
+        raise ConfigError(f"--projects {path}: project id {bad[0]!r} does not match [A-Za-z0-9_.-]+")
+    return projects
+
+
+def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("process-file", help="run the pipeline over a JSON Lines file (SPEC §11)")
+    parser.add_argument("input", type=Path, help="JSON Lines, one raw message per line")
+    parser.add_argument("--out", type=Path, required=True, help="directory for events/deltas/dlq/state.jsonl")
+    parser.add_argument("--state-in", type=Path, help="JSON Lines of {key, user_properties}")
+    parser.add_argument("--projects", type=Path, help="JSON object api_key -> project_id")
+    parser.add_argument("--experiment-property-limit", type=non_negative_int("--experiment-property-limit"),
+                        default=CoreConfig().experiment_property_limit)
+    parser.add_argument("--min-id-length", type=non_negative_int("--min-id-length"),
+                        default=CoreConfig().min_id_length)
+    parser.add_argument("--now", type=non_negative_int("--now"), help="ms for records without a timestamp")
+    parser.set_defaults(handler=run_process_file)
+
+
+def run_process_file(args: argparse.Namespace) -> int:
+    from worker.offline import process_file
+
+    if not args.input.is_file():
+        raise ConfigError(f"input {args.input}: no such file")
+    if args.state_in is not None and not args.state_in.is_file():
+        raise ConfigError(f"--state-in {args.state_in}: no such file")
+    config = CoreConfig(
+        min_id_length=args.min_id_length,
+        experiment_property_limit=args.experiment_property_limit,
+        projects=None if args.projects is None else load_projects(args.projects),
+    )
+    now_ms = args.now if args.now is not None else int(time.time() * 1000)
+    started = time.monotonic()
+    progress = sys.stderr if sys.stderr.isatty() else None
+    summary = process_file(args.input, args.out, config, now_ms, args.state_in, progress)
+    print(summary.line(time.monotonic() - started), file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="experiment-worker", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="experiment-worker", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_process_file(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except WorkerError as exc:
+        print(f"experiment-worker: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

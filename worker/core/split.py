@@ -1,0 +1,252 @@
+"""The split stage (SPEC §2): one raw message in, validated per-user events and DLQ records out.
+
+Each event of an envelope is judged on its own; the first failed check decides the reason.
+Nothing raises out of `split_message`: bad input, and any bug met while judging one event, become
+DLQ records, so a bad message can never stop a partition.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import orjson
+
+from worker.core import reasons
+from worker.core.config import CoreConfig
+from worker.core.experiments import (
+    ASSIGNMENT,
+    EXPOSURE,
+    IMPRESSION,
+    assignment_insert_id,
+    exposure_problem,
+    is_billable,
+    renamed_type,
+)
+from worker.core.identity import is_project_id, is_usable_id, user_key
+from worker.core.operations import invalid_operation
+from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
+from worker.core.values import JsonObject, deeper_than, truncate_strings
+
+DEFAULT_PROJECT = "default"
+PROJECT_HEADER = "project_id"
+SKIP_SYNC = "$skip_user_properties_sync"
+ID_FIELDS = ("user_id", "device_id", "insert_id")
+PROPERTY_FIELDS = ("event_properties", "user_properties")
+# Fields the worker sets itself; everything else at the top level passes through (SPEC §8.1).
+DERIVED_FIELDS = frozenset(
+    {"project_id", "event_type", "time", "billable", "ingested_at", "api_key", SKIP_SYNC, *ID_FIELDS,
+     *PROPERTY_FIELDS}
+)
+
+
+class Rejection(NamedTuple):
+    reason: str
+    detail: str
+
+
+class Split(NamedTuple):
+    events: list[UserEvent]
+    rejected: list[DlqRecord]
+
+
+def split_message(message: RawMessage, config: CoreConfig) -> Split:
+    """Decode, validate and key every event of one raw message."""
+    decoded = decode_message(message, config)
+    if isinstance(decoded, Rejection):
+        return Split([], [reject_message(message, decoded)])
+    if "events" in decoded:
+        return split_envelope(message, decoded, config)
+    project = header_project(message)
+    if isinstance(project, Rejection):
+        return Split([], [reject_message(message, project)])
+    judged = judge_safely(decoded, project, config.min_id_length, message, None, config)
+    if isinstance(judged, Rejection):
+        return Split([], [reject_message(message, judged)])
+    return Split([judged], [])
+
+
+def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Rejection:
+    """The message value as a JSON object, or why it is not one (the first four checks of §2)."""
+    value = message.value
+    if value is None:
+        return Rejection(reasons.MALFORMED_JSON, "the message has no value")
+    too_large = len(value) > config.max_message_bytes
+    try:
+        decoded: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) and not too_large:
+            return Rejection(reasons.INVALID_EVENT, f"nesting deeper than {config.max_depth}: {exc}")
+        return Rejection(reasons.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
+    if too_large:
+        return Rejection(
+            reasons.PAYLOAD_TOO_LARGE, f"{len(value)} bytes is over the {config.max_message_bytes} byte limit"
+        )
+    if type(decoded) is not dict:
+        return Rejection(reasons.INVALID_ENVELOPE, f"the value is a JSON {type(decoded).__name__}, not an object")
+    events = decoded.get("events", [])
+    if type(events) is not list:
+        return Rejection(reasons.INVALID_ENVELOPE, "`events` is not an array")
+    if len(events) > config.max_events_per_message:
+        return Rejection(
+            reasons.PAYLOAD_TOO_LARGE,
+            f"{len(events)} events is over the {config.max_events_per_message} event limit",
+        )
+    return decoded
+
+
+def split_envelope(message: RawMessage, envelope: JsonObject, config: CoreConfig) -> Split:
+    project = envelope_project(envelope, config)
+    if isinstance(project, Rejection):
+        return Split([], [reject_message(message, project)])
+    min_id_length = envelope_min_id_length(envelope, config)
+    accepted: list[UserEvent] = []
+    rejected: list[DlqRecord] = []
+    for index, event in enumerate(envelope["events"]):
+        judged = judge_safely(event, project, min_id_length, message, index, config)
+        if isinstance(judged, Rejection):
+            rejected.append(reject_event(message, envelope, index, judged))
+        else:
+            accepted.append(judged)
+    return Split(accepted, rejected)
+
+
+def envelope_project(envelope: JsonObject, config: CoreConfig) -> str | Rejection:
+    if config.projects is None:
+        return DEFAULT_PROJECT
+    api_key = envelope.get("api_key")
+    project = config.projects.get(api_key) if type(api_key) is str else None
+    if project is None:
+        shown = "missing" if api_key is None else "unknown"
+        return Rejection(reasons.INVALID_API_KEY, f"api_key is {shown}")
+    return project
+
+
+def envelope_min_id_length(envelope: JsonObject, config: CoreConfig) -> int:
+    """`options.min_id_length` when it is a non-negative integer, else the setting."""
+    options = envelope.get("options")
+    override = options.get("min_id_length") if type(options) is dict else None
+    return override if type(override) is int and override >= 0 else config.min_id_length
+
+
+def header_project(message: RawMessage) -> str | Rejection:
+    raw = message.header(PROJECT_HEADER)
+    if raw is None:
+        return DEFAULT_PROJECT
+    try:
+        project = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        project = ""
+    if not is_project_id(project):
+        return Rejection(reasons.INVALID_ENVELOPE, "the project_id header does not match [A-Za-z0-9_.-]+")
+    return project
+
+
+def judge_safely(
+    event: Any, project: str, min_id_length: int, message: RawMessage, index: int | None, config: CoreConfig
+) -> UserEvent | Rejection:
+    try:
+        return judge_event(event, project, min_id_length, message, index, config)
+    except Exception as exc:  # a bug must cost one event, never the partition
+        return Rejection(reasons.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def judge_event(
+    event: Any, project: str, min_id_length: int, message: RawMessage, index: int | None, config: CoreConfig
+) -> UserEvent | Rejection:
+    """Validate one event (checks in the order of SPEC §2) and normalise it."""
+    problem = event_problem(event, min_id_length, config)
+    if problem is not None:
+        return problem
+    source = Source(message.topic, message.partition, message.offset, index)
+    return normalise_event(event, project, min_id_length, message.timestamp_ms, source, config)
+
+
+def event_problem(event: Any, min_id_length: int, config: CoreConfig) -> Rejection | None:
+    if type(event) is not dict:
+        return Rejection(reasons.INVALID_EVENT, f"an event must be an object, not a JSON {type(event).__name__}")
+    if deeper_than(event, config.max_depth):
+        return Rejection(reasons.INVALID_EVENT, f"nesting deeper than {config.max_depth}")
+    for name in PROPERTY_FIELDS:
+        if event.get(name) is not None and type(event[name]) is not dict:
+            return Rejection(reasons.INVALID_EVENT, f"{name} must be an object")
+    for name in ID_FIELDS:
+        if event.get(name) is not None and type(event[name]) is not str:
+            return Rejection(reasons.INVALID_EVENT, f"{name} must be a string")
+    event_type = event.get("event_type")
+    if type(event_type) is not str or not event_type.strip():
+        return Rejection(reasons.MISSING_EVENT_TYPE, "event_type is missing, not a string, or blank")
+    if kept_id(event, "user_id", min_id_length) is None and kept_id(event, "device_id", min_id_length) is None:
+        return Rejection(
+            reasons.MISSING_USER_IDENTITY,
+            f"no usable user_id or device_id (min_id_length {min_id_length}, placeholders removed)",
+        )
+    time = event.get("time")
+    if time is not None and (type(time) not in (int, float) or time < 0):
+        return Rejection(reasons.INVALID_TIME, "time must be a number of milliseconds >= 0")
+    if event_type in (EXPOSURE, IMPRESSION):
+        exposure = exposure_problem(event.get("event_properties") or {})
+        if exposure is not None:
+            return Rejection(reasons.INVALID_EXPOSURE, exposure)
+    operation = invalid_operation(event.get("user_properties") or {})
+    if operation is not None:
+        return Rejection(reasons.INVALID_USER_PROPERTIES, f"the value of {operation} must be an object")
+    return None
+
+
+def kept_id(event: JsonObject, name: str, min_id_length: int) -> str | None:
+    value = event.get(name)
+    return value if value is not None and is_usable_id(value, min_id_length) else None
+
+
+def normalise_event(
+    event: JsonObject, project: str, min_id_length: int, ingested_at: int, source: Source, config: CoreConfig
+) -> UserEvent:
+    user_id = kept_id(event, "user_id", min_id_length)
+    device_id = kept_id(event, "device_id", min_id_length)
+    time = event.get("time")
+    time_ms = ingested_at if time is None else math.floor(time)
+    limit = config.max_string_length
+    event_properties = truncate_strings(event.get("event_properties") or {}, limit)
+    event_type: str = event["event_type"]
+    insert_id = event.get("insert_id")
+    if insert_id is None and event_type == ASSIGNMENT:
+        insert_id = assignment_insert_id(user_id, device_id, event_properties, time_ms)
+    normalised: JsonObject = {"project_id": project, "event_type": event_type}
+    if user_id is not None:
+        normalised["user_id"] = user_id
+    if device_id is not None:
+        normalised["device_id"] = device_id
+    normalised["time"] = time_ms
+    if insert_id is not None:
+        normalised["insert_id"] = insert_id
+    normalised["event_properties"] = event_properties
+    normalised["user_properties"] = truncate_strings(event.get("user_properties") or {}, limit)
+    normalised["billable"] = is_billable(renamed_type(event_type))
+    normalised["ingested_at"] = ingested_at
+    normalised.update((name, value) for name, value in event.items() if name not in DERIVED_FIELDS)
+    return UserEvent(user_key(project, user_id, device_id), normalised, source, event.get(SKIP_SYNC) is True)
+
+
+def reject_message(message: RawMessage, rejection: Rejection) -> DlqRecord:
+    """The whole message is the rejected unit (index null)."""
+    source = Source(message.topic, message.partition, message.offset, None)
+    return DlqRecord(
+        rejection.reason, rejection.detail, source, message.timestamp_ms, message.value or b"",
+        message.key, message.headers,
+    )
+
+
+def reject_event(message: RawMessage, envelope: JsonObject, index: int, rejection: Rejection) -> DlqRecord:
+    """One event of an envelope is the rejected unit: an envelope of that event alone, with the
+    original api_key and options, so republishing it reproduces exactly that unit."""
+    unit = {
+        name: ([envelope["events"][index]] if name == "events" else value)
+        for name, value in envelope.items()
+        if name in ("api_key", "events", "options")
+    }
+    source = Source(message.topic, message.partition, message.offset, index)
+    return DlqRecord(
+        rejection.reason, rejection.detail, source, message.timestamp_ms, orjson.dumps(unit),
+        message.key, message.headers,
+    )

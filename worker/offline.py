@@ -1,0 +1,198 @@
+"""`experiment-worker process-file` (SPEC §11): the whole pipeline over a JSON Lines file.
+
+Each line is one raw message; it goes through the same `split_message` and `process_safely` as the
+Kafka runner, so the two paths produce the same records. The file is streamed: memory grows with
+the number of users (state, dedupe entries), not with the input size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from worker.core.config import CoreConfig
+from worker.core.experiments import is_experiment_property
+from worker.core.identity import project_of
+from worker.core.processor import PartitionStores, process_safely
+from worker.core.records import RawMessage
+from worker.core.split import split_message
+from worker.core.stores import ExperimentRegistry
+from worker.errors import InputFileError
+
+FILE_TOPIC = "file"
+# orjson reads integers beyond 64 bits as floats; lines with long digit runs take the exact path.
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+
+
+@dataclass(slots=True)
+class Summary:
+    records: int = 0
+    events: int = 0
+    deltas: int = 0
+    duplicates: int = 0
+    unset_exposures: int = 0
+    limit_dropped: int = 0
+    add_ignored: int = 0
+    users: int = 0
+    dlq: Counter[str] = field(default_factory=Counter)
+
+    def line(self, seconds: float) -> str:
+        rate = self.records / seconds if seconds > 0 else 0.0
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.dlq.items()))
+        dlq = f"{sum(self.dlq.values()):,} to the DLQ" + (f" ({reasons})" if reasons else "")
+        return (
+            f"process-file: {self.records:,} records -> {self.events:,} events, {self.deltas:,} deltas, {dlq}; "
+            f"{self.duplicates:,} duplicates dropped, {self.unset_exposures:,} unset exposures, "
+            f"{self.limit_dropped:,} over the experiment-property limit; {self.users:,} users in state; "
+            f"{seconds:.2f} s ({rate:,.0f} records/s)"
+        )
+
+
+def read_message(line: bytes, offset: int, now_ms: int) -> RawMessage:
+    """One input line as the raw message it stands for (SPEC §11)."""
+    exact = _LONG_NUMBER.search(line) is not None
+    try:
+        record: Any = json.loads(line) if exact else orjson.loads(line)
+    except (orjson.JSONDecodeError, ValueError):
+        try:
+            record, exact = json.loads(line), True
+        except ValueError as exc:
+            raise InputFileError(f"line {offset + 1} is not a JSON record: {exc}") from exc
+    if type(record) is not dict or not ("value" in record or "value_raw" in record):
+        raise InputFileError(f"line {offset + 1} is not a record with `value` or `value_raw`")
+    if "value_raw" in record:
+        value = str(record["value_raw"]).encode("utf-8", "surrogateescape")
+    elif exact:
+        text = json.dumps(record["value"], separators=(",", ":"), ensure_ascii=False)
+        value = text.encode("utf-8", "surrogatepass")
+    else:
+        value = orjson.dumps(record["value"])
+    timestamp = record.get("timestamp")
+    key = record.get("key")
+    headers = record.get("headers") or {}
+    return RawMessage(
+        topic=FILE_TOPIC,
+        partition=0,
+        offset=offset,
+        timestamp_ms=now_ms if timestamp is None else int(timestamp),
+        value=value,
+        key=None if key is None else str(key).encode("utf-8"),
+        headers=tuple((str(name), str(text).encode("utf-8")) for name, text in headers.items()),
+    )
+
+
+def read_messages(path: Path, now_ms: int) -> Iterator[RawMessage]:
+    """Offsets are 0-based line numbers, blank lines counted and skipped."""
+    with path.open("rb") as lines:
+        for offset, line in enumerate(lines):
+            if line.strip():
+                yield read_message(line, offset, now_ms)
+
+
+def load_state(path: Path, stores: PartitionStores, registry: ExperimentRegistry) -> None:
+    """`--state-in`: users' properties; their experiment property names are admitted first (§6)."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+                key, properties = row["key"], row["user_properties"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputFileError(f"--state-in line {number}: expected {{\"key\", \"user_properties\"}}") from exc
+            if type(key) is not str or type(properties) is not dict:
+                raise InputFileError(f"--state-in line {number}: key must be a string, user_properties an object")
+            stores.state.load(key, properties)
+            for name in properties:
+                if is_experiment_property(name):
+                    registry.load(project_of(key), name)
+
+
+def process_file(
+    input_path: Path,
+    out_dir: Path,
+    config: CoreConfig,
+    now_ms: int,
+    state_in: Path | None = None,
+    progress: IO[str] | None = None,
+) -> Summary:
+    stores = PartitionStores()
+    registry = ExperimentRegistry(config.experiment_property_limit)
+    if state_in is not None:
+        load_state(state_in, stores, registry)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    meter = Progress(progress, input_path.stat().st_size) if progress is not None else None
+    with (
+        (out_dir / "events.jsonl").open("wb") as events,
+        (out_dir / "deltas.jsonl").open("wb") as deltas,
+        (out_dir / "dlq.jsonl").open("wb") as dlq,
+    ):
+        for message in read_messages(input_path, now_ms):
+            summary.records += 1
+            split = split_message(message, config)
+            for rejected in split.rejected:
+                summary.dlq[rejected.reason] += 1
+                dlq.write(orjson.dumps(rejected.to_json()) + b"\n")
+            for user_event in split.events:
+                outcome = process_safely(user_event, stores, registry, config)
+                summary.duplicates += outcome.duplicate
+                summary.unset_exposures += outcome.unset_exposure
+                summary.limit_dropped += outcome.limit_dropped
+                summary.add_ignored += outcome.add_ignored
+                if outcome.event is not None:
+                    summary.events += 1
+                    events.write(orjson.dumps(outcome.event) + b"\n")
+                if outcome.delta is not None:
+                    summary.deltas += 1
+                    deltas.write(orjson.dumps(outcome.delta) + b"\n")
+                if outcome.dlq is not None:
+                    summary.dlq[outcome.dlq.reason] += 1
+                    dlq.write(orjson.dumps(outcome.dlq.to_json()) + b"\n")
+            stores.commit()
+            registry.commit()
+            if meter is not None:
+                meter.update(summary.records, message.offset)
+    if meter is not None:
+        meter.finish()
+    summary.users = write_state(out_dir / "state.jsonl", stores)
+    return summary
+
+
+def write_state(path: Path, stores: PartitionStores) -> int:
+    """One line per user that has a state record, sorted by key, in the `--state-in` format."""
+    rows = sorted(stores.state.items())
+    with path.open("wb") as out:
+        for key, properties in rows:
+            out.write(orjson.dumps({"key": key, "user_properties": properties}) + b"\n")
+    return len(rows)
+
+
+class Progress:
+    """A one-line progress meter for a terminal; silent elsewhere."""
+
+    def __init__(self, stream: IO[str], total_bytes: int) -> None:
+        self.stream, self.total_bytes = stream, total_bytes
+        self.started = self.shown = time.monotonic()
+        self.bytes_per_line = 0.0
+
+    def update(self, records: int, offset: int) -> None:
+        now = time.monotonic()
+        if now - self.shown < 0.5:
+            return
+        self.shown = now
+        self.stream.write(f"\r  {records:,} records, {records / (now - self.started):,.0f}/s ")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.shown != self.started:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
