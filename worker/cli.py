@@ -10,12 +10,16 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from worker.core.config import CoreConfig
 from worker.core.identity import is_project_id
 from worker.errors import ConfigError, WorkerError
+
+if TYPE_CHECKING:
+    from worker.runtime.settings import WorkerSettings
 
 
 def non_negative_int(setting: str) -> type[int]:
@@ -79,10 +83,94 @@ def run_process_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (EXPERIMENT_WORKER_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--group-id", help="consumer group (EXPERIMENT_WORKER_GROUP_ID)")
+    parser.add_argument("--instance-id", help="stable per instance; names the transactional producer")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any setting, e.g. --set commit_interval_ms=200 --set topics.raw=my.raw")
+
+
+def settings_from(args: argparse.Namespace) -> WorkerSettings:
+    from worker.runtime.settings import load_settings
+
+    overrides: dict[str, Any] = {
+        "bootstrap_servers": args.bootstrap_servers, "group_id": args.group_id, "instance_id": args.instance_id,
+    }
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
+        target = overrides
+        *parents, leaf = name.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = orjson.loads(value) if value[:1] in ("{", "[") else value
+    return load_settings(**overrides)
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    settings.core_config()  # reads and checks the projects file
+    print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    from worker.runtime.topics import admin_client, check_topics, create_topics, describe_topics
+
+    settings = settings_from(args)
+    admin = admin_client(settings)
+    if args.action == "create":
+        created = create_topics(admin, settings)
+        print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
+        check_topics(admin, settings)
+    elif args.action == "check":
+        counts = check_topics(admin, settings)
+        print("topics ok: " + ", ".join(f"{name} ({n} partitions)" for name, n in counts.items()))
+    else:
+        for line in describe_topics(admin, settings):
+            print(line)
+    return 0
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from worker.runtime.health import HealthState, serve
+    from worker.runtime.logs import configure_logging
+    from worker.runtime.metrics import Metrics
+    from worker.runtime.runner import Worker
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level, settings.log_format == "json")
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    worker = Worker(settings, metrics)
+    state = HealthState()
+    state.last_loop = lambda: worker.last_loop
+    state.is_ready = lambda: worker.ready
+    if settings.metrics_port:
+        serve(settings.metrics_port, registry, state)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="experiment-worker", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_process_file(commands)
+    run = commands.add_parser("run", help="run the streaming worker on Kafka")
+    add_settings_flags(run)
+    run.set_defaults(handler=run_worker_command)
+    topics = commands.add_parser("topics", help="create, check or describe the topics of SPEC §1")
+    topics.add_argument("action", choices=("create", "check", "describe"))
+    add_settings_flags(topics)
+    topics.set_defaults(handler=run_topics)
+    check = commands.add_parser("check-config", help="print the effective settings (secrets masked)")
+    add_settings_flags(check)
+    check.set_defaults(handler=run_check_config)
     return parser
 
 

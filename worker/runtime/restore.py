@@ -1,0 +1,177 @@
+"""Restore a by-user partition's stores from its changelogs (SPEC §1): the user-state and dedupe
+partitions with the same number, read_committed, to the end.
+
+"The end" is subtle with transactions: a read_committed reader stops at the last stable offset,
+which an unfinished transaction of the previous owner holds back. If that transaction then
+commits, stopping early would lose its state changes. So a partition counts as restored only when
+its last stable offset equals its high watermark (no transaction left open) and we have read up
+to it. A crashed owner's transaction therefore delays the restore until the broker aborts it
+(transaction.timeout.ms).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from worker.core.experiments import is_experiment_property
+from worker.core.identity import project_of
+from worker.core.processor import PartitionStores
+from worker.core.stores import ExperimentRegistry
+from worker.errors import KafkaFatalError
+from worker.runtime.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    partition: int
+    state_records: int = 0
+    dedupe_records: int = 0
+    seconds: float = 0.0
+
+
+def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
+    return Consumer(
+        {
+            **settings.kafka_config(),
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"{settings.group_id}.{purpose}",  # never joined nor committed: assign() only
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def stable_end(admin: AdminClient, tp: TopicPartition) -> int | None:
+    """The end offset when no transaction is open on the partition, else None."""
+    query = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
+    committed = admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED)
+    uncommitted = admin.list_offsets(query, isolation_level=IsolationLevel.READ_UNCOMMITTED)
+    stable = next(iter(committed.values())).result().offset
+    high = next(iter(uncommitted.values())).result().offset
+    return int(stable) if stable == high else None
+
+
+def restore_partition(
+    settings: WorkerSettings,
+    admin: AdminClient,
+    partition: int,
+    stores: PartitionStores,
+    registry: ExperimentRegistry,
+) -> RestoreResult:
+    """Fill `stores` from partition `partition` of the state and dedupe topics."""
+    started = time.monotonic()
+    result = RestoreResult(partition)
+    topics = settings.topics
+    pending = {(topics.state, partition), (topics.dedupe, partition)}
+    consumer = restore_consumer(settings, "restore")
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in pending])
+        deadline = started + settings.restore_timeout_s
+        while pending:
+            messages = consumer.consume(num_messages=5000, timeout=0.2)
+            idle = True
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaFatalError(f"restore of partition {partition}: {error}")
+                    continue
+                idle = False
+                if message.topic() == topics.state:
+                    load_state(message.key(), message.value(), stores, registry)
+                    result.state_records += 1
+                else:
+                    load_dedupe(message.key(), message.value(), stores)
+                    result.dedupe_records += 1
+            if idle or not messages:
+                pending = {tp for tp in pending if not caught_up(consumer, admin, tp)}
+            if pending and time.monotonic() > deadline:
+                raise KafkaFatalError(
+                    f"restore of partition {partition} did not reach a stable end in {settings.restore_timeout_s} s "
+                    f"(waiting on {sorted(pending)}; an open transaction of a previous owner?)"
+                )
+    except KafkaException as exc:
+        raise KafkaFatalError(f"restore of partition {partition}: {exc}") from exc
+    finally:
+        consumer.close()
+    stores.commit()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def caught_up(consumer: Consumer, admin: AdminClient, key: tuple[str, int]) -> bool:
+    tp = TopicPartition(*key)
+    end = stable_end(admin, tp)
+    if end is None:
+        return False
+    position = consumer.position([tp])[0].offset
+    return end == 0 or position >= end
+
+
+def load_state(key: bytes | None, value: bytes | None, stores: PartitionStores, registry: ExperimentRegistry) -> None:
+    if key is None:
+        return
+    user_key = key.decode("utf-8")
+    if value is None:
+        stores.state.load(user_key, None)  # a tombstone deletes the user
+        return
+    properties = orjson.loads(value)["user_properties"]
+    stores.state.load(user_key, properties)
+    project = project_of(user_key)
+    for name in properties:
+        if is_experiment_property(name):
+            registry.load(project, name)
+
+
+def load_dedupe(key: bytes | None, value: bytes | None, stores: PartitionStores) -> None:
+    if key is not None:
+        stores.dedupe.load(key.decode("utf-8"), None if value is None else int(value))
+
+
+class RegistryFollower:
+    """Reads the experiment-property registry topic in full, then keeps following it."""
+
+    def __init__(self, settings: WorkerSettings, registry: ExperimentRegistry) -> None:
+        self.registry = registry
+        self.consumer = restore_consumer(settings, "registry")
+        topic = settings.topics.registry
+        partitions = self.consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._eof: set[int] = set()
+        self._partitions = len(partitions)
+
+    def catch_up(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        loaded = 0
+        while len(self._eof) < self._partitions and time.monotonic() < deadline:
+            loaded += self.poll(0.2)
+        return loaded
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        loaded = 0
+        for message in self.consumer.consume(num_messages=1000, timeout=timeout_s):
+            error = message.error()
+            if error is not None:
+                partition = message.partition()
+                if error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                    self._eof.add(partition)
+                continue
+            key = message.key()
+            if key is not None:
+                project, _, name = key.decode("utf-8").partition("/")
+                self.registry.load(project, name)
+                loaded += 1
+        return loaded
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,450 @@
+"""The Kafka runner (`experiment-worker run`): consume, call the core, produce, commit.
+
+One consumer reads the raw topic (split stage) and the by-user topic (stateful stage); one
+transactional producer writes every output, changelog record and the input offsets of a batch in
+one transaction (KIP-447), every `commit_interval_ms` or `commit_every_messages`. An abortable
+error rewinds to the batch's first offsets and rolls the in-memory stores back; a fatal one
+recreates the producer and does the same. At-least-once mode flushes, then commits offsets.
+
+Assignment is cooperative-sticky: a rebalance moves only the partitions it must, so the
+partitions that stay keep their in-memory state instead of restoring it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from worker.core.config import CoreConfig
+from worker.core.dlq_limit import DlqLimit
+from worker.core.experiments import FLAG_KEY, RENAMED_PROPERTIES, VARIANT
+from worker.core.processor import Outcome, PartitionStores, process_safely
+from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
+from worker.core.split import split_message
+from worker.core.stores import ExperimentRegistry
+from worker.errors import DlqLimitExceeded, KafkaFatalError
+from worker.runtime.kafka_errors import ErrorClass, classify
+from worker.runtime.metrics import Metrics
+from worker.runtime.restore import RegistryFollower, restore_partition
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.topics import admin_client, check_topics
+
+log = logging.getLogger(__name__)
+FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES[FLAG_KEY], RENAMED_PROPERTIES[VARIANT]
+TRANSACTION_CALL_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """The input consumed since the last commit: per partition, the first and next offsets."""
+
+    first: dict[tuple[str, int], int] = field(default_factory=dict)
+    next: dict[tuple[str, int], int] = field(default_factory=dict)
+    messages: int = 0
+    started: float = 0.0
+    in_transaction: bool = False
+
+    def track(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if key not in self.first:
+            self.first[key] = offset
+        self.next[key] = offset + 1
+        self.messages += 1
+
+    def offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.next.items()]
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.config: CoreConfig = settings.core_config()
+        self.registry = ExperimentRegistry(self.config.experiment_property_limit)
+        self.stores: dict[int, PartitionStores] = {}
+        self.batch = Batch()
+        self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window)
+        self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
+        self.stopping = threading.Event()
+        self.restoring = 0
+        self.running = False
+        self.last_loop = time.monotonic()
+        self.admin = admin_client(settings)
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.follower: RegistryFollower | None = None
+        self._delivery_error: KafkaError | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def run(self) -> None:
+        counts = check_topics(self.admin, self.settings)
+        log.info("topics checked: %s", counts)
+        self.producer = self.new_producer()
+        self.follower = RegistryFollower(self.settings, self.registry)
+        loaded = self.follower.catch_up(self.settings.restore_timeout_s)
+        log.info("experiment-property registry: %d names read", loaded)
+        self.consumer = self.new_consumer()
+        topics = [self.settings.topics.raw] if self.settings.skip_split else [
+            self.settings.topics.raw, self.settings.topics.by_user]
+        self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost)
+        self.running = True
+        try:
+            self.loop()
+        finally:
+            self.running = False
+            self.shutdown()
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def loop(self) -> None:
+        assert self.consumer is not None and self.follower is not None
+        while not self.stopping.is_set():
+            self.last_loop = time.monotonic()
+            messages = self.consumer.consume(num_messages=1000, timeout=0.05)
+            if messages:
+                with self.metrics.batch_seconds.time():
+                    for message in messages:
+                        self.handle(message)
+            self.follower.poll(0)
+            if self.batch.messages and (
+                self.batch.messages >= self.settings.commit_every_messages
+                or (time.monotonic() - self.batch.started) * 1000 >= self.settings.commit_interval_ms
+            ):
+                self.commit()
+
+    def shutdown(self) -> None:
+        """Commit what is done, leave the group, and let the producer drain."""
+        try:
+            if self.consumer is not None:
+                self.commit()
+                self.consumer.close()
+        except Exception:
+            log.exception("shutdown: commit or close failed; uncommitted work will be redone")
+        if self.producer is not None:
+            self.producer.flush(self.settings.shutdown_timeout_s)
+        if self.follower is not None:
+            self.follower.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.running and self.restoring == 0
+
+    # ---- clients ------------------------------------------------------------------------------
+    def new_producer(self) -> Producer:
+        config: dict[str, Any] = {
+            **self.settings.kafka_config(),
+            "bootstrap.servers": self.settings.bootstrap_servers,
+            # Same partition as Java producers keying by the user key (SPEC §1).
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+        }
+        if self.settings.exactly_once:
+            config["transactional.id"] = self.settings.transactional_id()
+            config["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
+        producer = Producer(config)
+        if self.settings.exactly_once:
+            producer.init_transactions(TRANSACTION_CALL_TIMEOUT_S)
+        return producer
+
+    def new_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.settings.kafka_config(),
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": self.settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # Only committed outputs of the split stage are read, and offset fetches wait for
+                # pending transactional offsets to resolve (KIP-447).
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+
+    # ---- processing ---------------------------------------------------------------------------
+    def handle(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaFatalError(f"consumer: {error}")
+            log.warning("consumer: %s", error)
+            return
+        topic, partition, offset = coordinates(message)
+        self.metrics.messages_in.labels(topic).inc()
+        if not self.batch.messages:
+            self.batch.started = time.monotonic()
+        if self.settings.skip_split:  # producers key by user key: split and process in one step
+            for user_event in self.split(message):
+                self.process(user_event, partition)
+        elif topic == self.settings.topics.by_user:
+            self.process_by_user(message, partition)
+        else:
+            for user_event in self.split(message):
+                self.produce(self.settings.topics.by_user, user_event.user_key.encode(), user_event.to_bytes())
+        self.batch.track(topic, partition, offset)
+
+    def split(self, message: Message) -> list[UserEvent]:
+        topic, partition, offset = coordinates(message)
+        raw = RawMessage(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=int(message.timestamp()[1]),
+            value=message.value(),
+            key=message.key(),
+            headers=message_headers(message),
+        )
+        events, rejected = split_message(raw, self.config)
+        for record in rejected:
+            self.produce_dlq(record)
+        self.dlq_limit.record(len(events), len(rejected))
+        if self.dlq_limit.exceeded():
+            raise DlqLimitExceeded(
+                f"{self.dlq_limit.ratio:.0%} of the last {self.dlq_limit.window} input units went to the DLQ "
+                f"(limit {self.settings.dlq_max_ratio:.0%}): is a producer or a deploy broken? "
+                "Fix the input or raise EXPERIMENT_WORKER_DLQ_MAX_RATIO, then restart."
+            )
+        return events
+
+    def process_by_user(self, message: Message, partition: int) -> None:
+        try:
+            user_event = UserEvent.from_bytes(message.value() or b"")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            topic, _, offset = coordinates(message)
+            source = Source(topic, partition, offset, None)
+            self.produce_dlq(DlqRecord("processing_error", f"unreadable by-user record: {exc}", source,
+                                       int(message.timestamp()[1]), message.value() or b"", message.key()))
+            return
+        self.process(user_event, partition)
+
+    def process(self, user_event: UserEvent, partition: int) -> None:
+        stores = self.stores.get(partition)
+        if stores is None:  # not restored: cannot happen while assigned; fail loudly if it does
+            raise KafkaFatalError(f"partition {partition} has no restored state")
+        outcome = process_safely(user_event, stores, self.registry, self.config)
+        self.emit(user_event, outcome, partition)
+
+    def emit(self, user_event: UserEvent, outcome: Outcome, partition: int) -> None:
+        topics = self.settings.topics
+        key = user_event.user_key.encode("utf-8")
+        project = user_event.project_id
+        if outcome.duplicate:
+            self.metrics.dedupe_dropped.inc()
+            return
+        if outcome.event is not None:
+            self.produce(topics.enriched, key, orjson.dumps(outcome.event))
+            self.count_event(project, outcome.event)
+        if outcome.delta is not None:
+            self.produce(topics.deltas, key, orjson.dumps(outcome.delta))
+        if outcome.state is not None:
+            self.produce(topics.state, key, orjson.dumps(outcome.state), partition)
+        if outcome.dedupe is not None:
+            dedupe_key, first_seen = outcome.dedupe
+            self.produce(topics.dedupe, dedupe_key.encode("utf-8"), str(first_seen).encode(), partition)
+        for name in outcome.admitted:
+            self.produce(topics.registry, f"{project}/{name}".encode(), str(user_event.ingested_at).encode())
+        if outcome.dlq is not None:
+            self.produce_dlq(outcome.dlq)
+        if outcome.unset_exposure:
+            self.metrics.unset_exposures.inc()
+        if outcome.limit_dropped:
+            self.metrics.limit_dropped.labels(project).inc(outcome.limit_dropped)
+        if outcome.add_ignored:
+            self.metrics.add_ignored.inc(outcome.add_ignored)
+
+    def count_event(self, project: str, event: dict[str, Any]) -> None:
+        if event.get("billable"):
+            self.metrics.billable_events.labels(project).inc()
+        elif event["event_type"] in ("[Experiment] Exposure", "[Experiment] Impression"):
+            properties = event["event_properties"]
+            self.metrics.count_exposure(project, str(properties.get(FLAG_PROPERTY)),
+                                        str(properties.get(VARIANT_PROPERTY)))
+
+    def produce_dlq(self, record: DlqRecord) -> None:
+        self.metrics.dlq_records.labels(record.reason).inc()
+        self.produce(self.settings.topics.dlq, record.key, orjson.dumps(record.to_json()),
+                     headers=record.kafka_headers())
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        assert self.producer is not None
+        if self.settings.exactly_once and not self.batch.in_transaction:
+            self.producer.begin_transaction()
+            self.batch.in_transaction = True
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self.on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self.producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+        self.metrics.records_out.labels(topic).inc()
+
+    def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None and self._delivery_error is None:
+            self._delivery_error = error
+
+    # ---- commit, abort ------------------------------------------------------------------------
+    def commit(self) -> None:
+        if not self.batch.messages and not self.batch.in_transaction:
+            return
+        with self.metrics.commit_seconds.time():
+            if self.settings.exactly_once:
+                self.commit_transaction()
+            else:
+                self.commit_offsets()
+
+    def commit_transaction(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        for attempt in range(5):
+            try:
+                if not self.batch.in_transaction:
+                    self.producer.begin_transaction()
+                    self.batch.in_transaction = True
+                self.producer.send_offsets_to_transaction(
+                    self.batch.offsets(), self.consumer.consumer_group_metadata(), TRANSACTION_CALL_TIMEOUT_S
+                )
+                self.producer.commit_transaction(TRANSACTION_CALL_TIMEOUT_S)
+                self.committed()
+                return
+            except KafkaException as exc:
+                kind = classify(exc)
+                log.warning("commit failed (%s, attempt %d): %s", kind.value, attempt + 1, exc)
+                if kind is ErrorClass.RETRIABLE:
+                    continue
+                self.abort(recreate=kind is ErrorClass.FATAL)
+                return
+        self.abort(recreate=True)
+
+    def commit_offsets(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        remaining = self.producer.flush(TRANSACTION_CALL_TIMEOUT_S)
+        if remaining or self._delivery_error is not None:
+            error, self._delivery_error = self._delivery_error, None
+            log.warning("at-least-once: %d undelivered, error %s; redoing the batch", remaining, error)
+            self.abort(recreate=remaining > 0)
+            return
+        try:
+            self.consumer.commit(offsets=self.batch.offsets(), asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed: %s; the batch will be redone after a rebalance", exc)
+        self.committed()
+
+    def committed(self) -> None:
+        for stores in self.stores.values():
+            stores.commit()
+        self.registry.commit()
+        self.batch = Batch()
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.last_commit.set(time.time())
+        self.metrics.dlq_ratio.set(self.dlq_limit.ratio)
+        for partition, stores in self.stores.items():
+            self.metrics.users_in_state.labels(str(partition)).set(len(stores.state))
+
+    def abort(self, recreate: bool) -> None:
+        """Drop the batch: abort its transaction, roll the stores back, rewind the input."""
+        assert self.consumer is not None
+        self.metrics.transactions.labels("aborted").inc()
+        if self.producer is not None and self.settings.exactly_once and not recreate:
+            try:
+                self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT_S)
+            except KafkaException as exc:
+                log.warning("abort failed (%s); recreating the producer", exc)
+                recreate = True
+        if recreate:
+            self.producer = self.new_producer()
+        for stores in self.stores.values():
+            stores.rollback()
+        self.registry.rollback()
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (topic, partition), offset in self.batch.first.items():
+            if (topic, partition) in assigned:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        self.batch = Batch()
+
+    # ---- rebalance ----------------------------------------------------------------------------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        keyed = [tp.partition for tp in partitions if tp.topic == self.keyed_topic]
+        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self.restoring += len(keyed)
+        self.metrics.ready.set(0)
+        self.metrics.restoring_partitions.set(self.restoring)
+        try:
+            for partition in keyed:
+                self.restore(partition)
+                self.restoring -= 1
+                self.metrics.restoring_partitions.set(self.restoring)
+        finally:
+            self.restoring = 0
+            self.metrics.ready.set(1)
+
+    def restore(self, partition: int) -> None:
+        stores = PartitionStores()
+        with self.metrics.restore_seconds.time():
+            result = restore_partition(self.settings, self.admin, partition, stores, self.registry)
+        self.metrics.restore_records.labels(self.settings.topics.state).inc(result.state_records)
+        self.metrics.restore_records.labels(self.settings.topics.dedupe).inc(result.dedupe_records)
+        self.stores[partition] = stores
+        log.info("restored partition %d: %d state and %d dedupe records in %.2f s", partition,
+                 result.state_records, result.dedupe_records, result.seconds)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit before the partitions go, so their next owner restores every change."""
+        self.metrics.rebalances.labels("revoked").inc()
+        log.info("revoked %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self.commit()
+        self.drop(partitions)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions may already have a new owner: nothing of this batch may be committed."""
+        self.metrics.rebalances.labels("lost").inc()
+        log.warning("lost %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        if self.batch.messages or self.batch.in_transaction:
+            self.abort(recreate=False)
+        self.drop(partitions)
+
+    def drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.keyed_topic:
+                self.stores.pop(tp.partition, None)
+                self.metrics.users_in_state.labels(str(tp.partition)).set(0)
+
+
+def coordinates(message: Message) -> tuple[str, int, int]:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:
+    pairs: list[tuple[str, bytes | str | None]] = list(message.headers() or [])  # type: ignore[arg-type]
+    return tuple((name, value if isinstance(value, bytes) else (value or "").encode()) for name, value in pairs)
+
+
+def run_worker(settings: WorkerSettings, metrics: Metrics, on_started: Callable[[Worker], None] | None = None) -> None:
+    worker = Worker(settings, metrics)
+    worker.install_signal_handlers()
+    if on_started is not None:
+        on_started(worker)
+    worker.run()

@@ -1,0 +1,160 @@
+"""The worker's settings: one frozen model, read from `EXPERIMENT_WORKER_*` environment variables
+and CLI overrides. librdkafka settings the worker does not interpret pass through in `kafka`.
+
+A bad value ends start-up with one line naming the setting (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.core.config import CoreConfig
+from worker.core.identity import is_project_id
+from worker.errors import ConfigError
+
+ENV_PREFIX = "EXPERIMENT_WORKER_"
+# librdkafka settings whose values are secrets: never printed or logged.
+SECRET_KAFKA_KEYS = frozenset(
+    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
+)
+
+
+class Guarantee(StrEnum):
+    EXACTLY_ONCE = "exactly-once"
+    AT_LEAST_ONCE = "at-least-once"
+
+
+class Format(StrEnum):
+    JSON = "json"
+    AVRO = "avro"
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    raw: str = "events.raw"
+    by_user: str = "experiment-worker.by-user"
+    enriched: str = "events.enriched"
+    deltas: str = "user-properties.deltas"
+    state: str = "user-state"
+    dlq: str = "events.dlq"
+    registry: str = "experiment-worker.experiment-properties"
+    dedupe: str = "experiment-worker.dedupe"
+
+
+class WorkerSettings(BaseSettings):
+    """Every setting, with its default. Environment: EXPERIMENT_WORKER_<NAME>; nested with `__`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid", validate_default=True
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "experiment-worker"
+    # Stable per instance: it names the transactional producer, so a restarted instance fences
+    # its own zombie at once. Defaults to the host name (a pod name under Kubernetes).
+    instance_id: str = Field(default_factory=socket.gethostname)
+    topics: Topics = Topics()
+    guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    commit_interval_ms: int = Field(default=100, ge=1)
+    commit_every_messages: int = Field(default=5000, ge=1)
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    skip_split: bool = False
+    # Core rules (SPEC §2, §6)
+    min_id_length: int = Field(default=5, ge=0)
+    max_message_bytes: int = Field(default=1_000_000, ge=1)
+    max_events_per_message: int = Field(default=2000, ge=1)
+    experiment_property_limit: int = Field(default=1500, ge=0)
+    projects_file: Path | None = None
+    # DLQ limit (SPEC §10, arroyo-style): stop when more than this share of the last
+    # `dlq_window` units went to the DLQ. 1.0 turns the limit off.
+    dlq_max_ratio: float = Field(default=0.9, gt=0.0, le=1.0)
+    dlq_window: int = Field(default=1000, ge=1)
+    # Topic creation
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Operations
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    restore_timeout_s: float = Field(default=300.0, gt=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    formats: dict[str, Format] = Field(default_factory=dict)
+    kafka: dict[str, str] = Field(default_factory=dict)
+    kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("projects_file")
+    @classmethod
+    def _projects_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_are_secret(self) -> WorkerSettings:
+        leaked = SECRET_KAFKA_KEYS & self.kafka.keys()
+        if leaked:
+            raise ValueError(f"put {', '.join(sorted(leaked))} in kafka_secrets, not kafka")
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee is Guarantee.EXACTLY_ONCE
+
+    def transactional_id(self) -> str:
+        return f"{self.group_id}-{self.instance_id}"
+
+    def kafka_config(self) -> dict[str, str]:
+        """Pass-through librdkafka settings, secrets included (never log this)."""
+        return {**self.kafka, **{k: v.get_secret_value() for k, v in self.kafka_secrets.items()}}
+
+    def core_config(self) -> CoreConfig:
+        return CoreConfig(
+            min_id_length=self.min_id_length,
+            max_message_bytes=self.max_message_bytes,
+            max_events_per_message=self.max_events_per_message,
+            experiment_property_limit=self.experiment_property_limit,
+            projects=None if self.projects_file is None else read_projects(self.projects_file),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings, secrets masked, for `check-config` and the start-up log."""
+        shown = self.model_dump(mode="json")
+        shown["kafka_secrets"] = {key: "**********" for key in self.kafka_secrets}
+        return shown
+
+
+def read_projects(path: Path) -> Mapping[str, str]:
+    """A projects file: a JSON object api_key → project_id."""
+    import orjson
+
+    try:
+        projects = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"projects_file {path}: {exc}") from exc
+    if type(projects) is not dict or not all(type(value) is str for value in projects.values()):
+        raise ConfigError(f"projects_file {path}: expected a JSON object mapping api_key to project_id")
+    for project in projects.values():
+        if not is_project_id(project):
+            raise ConfigError(f"projects_file {path}: project id {project!r} does not match [A-Za-z0-9_.-]+")
+    return projects
+
+
+def load_settings(**overrides: Any) -> WorkerSettings:
+    """Environment first, CLI overrides on top; a bad value is one line naming the setting."""
+    try:
+        return WorkerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = ENV_PREFIX + name.replace(".", "__").upper()
+        shown = error.get("input")
+        got = "" if isinstance(shown, dict) or shown is None else f" (got {str(shown)[:60]!r})"
+        raise ConfigError(f"setting {name} ({env}): {error['msg']}{got}") from None
