@@ -76,6 +76,7 @@ class Worker:
         self.stopping = threading.Event()
         self.restoring = 0
         self.running = False
+        self.consumed = 0
         self.last_loop = time.monotonic()
         self.admin = admin_client(settings)
         self.consumer: Consumer | None = None
@@ -185,6 +186,7 @@ class Worker:
             return
         topic, partition, offset = coordinates(message)
         self.metrics.messages_in.labels(topic).inc()
+        self.consumed += 1
         if not self.batch.messages:
             self.batch.started = time.monotonic()
         if self.settings.skip_split:  # producers key by user key: split and process in one step

@@ -1,0 +1,106 @@
+"""The Kafka worker against a real broker: its read_committed outputs equal process-file's."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+from prometheus_client import CollectorRegistry
+
+from tests.integration.pipeline import (
+    Outputs,
+    WorkerThread,
+    count_records,
+    create_all_topics,
+    kafka_outputs,
+    offline_outputs,
+    produce_raw,
+    read_topic,
+    wait_for_outputs,
+    worker_settings,
+)
+from worker.errors import TopologyError
+from worker.loadgen import StreamGenerator
+from worker.runtime.metrics import Metrics
+from worker.runtime.runner import Worker
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.topics import admin_client
+
+
+def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: int) -> tuple[Outputs, dict[str, int]]:
+    create_all_topics(settings)
+    produce_raw(settings, list(StreamGenerator(seed=seed, users=150, bad_share=0.05).records(events)))
+    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
+    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    counts = count_records(expected)
+    topics = settings.topics
+    return expected, {topics.enriched: counts["events"], topics.deltas: counts["deltas"], topics.dlq: counts["dlq"]}
+
+
+def assert_same(settings: WorkerSettings, expected: Outputs) -> None:
+    got = kafka_outputs(settings)
+    assert count_records(got) == count_records(expected)
+    assert got.events == expected.events
+    assert got.deltas == expected.deltas
+    assert got.dlq == expected.dlq
+    assert got.state == expected.state
+
+
+def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = worker_settings(kafka_bootstrap)
+    expected, wanted = expected_for(settings, tmp_path, 3000, seed=11)
+    assert wanted[settings.topics.dlq] > 0, "the stream should exercise the DLQ"
+    worker = WorkerThread(settings).start()
+    wait_for_outputs(settings, wanted)
+    worker.stop()
+    assert_same(settings, expected)
+
+
+def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = worker_settings(kafka_bootstrap, commit_every_messages=20)
+    create_all_topics(settings)
+    records = list(StreamGenerator(seed=12, users=150, bad_share=0.05).records(4000))
+    half = len(records) // 2
+    produce_raw(settings, records[:half])
+    first = WorkerThread(settings).start()
+    deadline = time.monotonic() + 60
+    while not read_topic(kafka_bootstrap, settings.topics.enriched):
+        assert time.monotonic() < deadline, "the first worker made no progress"
+        time.sleep(0.05)
+    first.stop()  # mid-stream: the second half is not even produced yet
+    produce_raw(settings, records[half:])
+    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
+    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    counts = count_records(expected)
+    second = WorkerThread(settings).start()  # same instance id: restores state from the changelogs
+    topics = settings.topics
+    wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
+                                topics.dlq: counts["dlq"]})
+    second.stop()
+    assert_same(settings, expected)
+
+
+def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = worker_settings(kafka_bootstrap, partitions=4)
+    other = worker_settings(kafka_bootstrap, instance_id="i1", partitions=4,
+                            topics=settings.topics.model_dump(), group_id=settings.group_id)
+    expected, wanted = expected_for(settings, tmp_path, 4000, seed=13)
+    one, two = WorkerThread(settings).start(), WorkerThread(other).start()
+    wait_for_outputs(settings, wanted)
+    one.stop()
+    two.stop()
+    assert one.worker.consumed > 0 and two.worker.consumed > 0, "both instances should have consumed"
+    assert_same(settings, expected)
+
+
+def test_refuses_unequal_partition_counts(kafka_bootstrap: str) -> None:
+    settings = worker_settings(kafka_bootstrap, partitions=3)
+    admin = admin_client(settings)
+    futures = admin.create_topics([NewTopic(settings.topics.state, 2, 1, config={"cleanup.policy": "compact"})])
+    for future in futures.values():
+        future.result()
+    create_all_topics(settings)
+    with pytest.raises(TopologyError, match=r"3 partitions but .* has 2"):
+        Worker(settings, Metrics(CollectorRegistry())).run()
