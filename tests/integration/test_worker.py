@@ -21,8 +21,8 @@ from tests.integration.pipeline import (
     wait_for_outputs,
     worker_settings,
 )
-from worker.errors import TopologyError
-from worker.loadgen import StreamGenerator
+from worker.errors import DlqLimitExceeded, TopologyError
+from worker.loadgen import RawRecord, StreamGenerator
 from worker.runtime.metrics import Metrics
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings
@@ -104,3 +104,34 @@ def test_refuses_unequal_partition_counts(kafka_bootstrap: str) -> None:
     create_all_topics(settings)
     with pytest.raises(TopologyError, match=r"3 partitions but .* has 2"):
         Worker(settings, Metrics(CollectorRegistry())).run()
+
+
+def test_at_least_once_mode_gives_the_same_outputs(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = worker_settings(kafka_bootstrap, guarantee="at-least-once")
+    expected, wanted = expected_for(settings, tmp_path, 2000, seed=14)
+    worker = WorkerThread(settings).start()
+    wait_for_outputs(settings, wanted)
+    worker.stop()
+    assert_same(settings, expected)  # no failure happened, so at-least-once delivered exactly once
+
+
+def test_skip_split_processes_raw_keyed_by_user(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Producers that key by user key can skip the by-user hop: same outputs."""
+    settings = worker_settings(kafka_bootstrap, skip_split=True)
+    expected, wanted = expected_for(settings, tmp_path, 2000, seed=15)
+    worker = WorkerThread(settings).start()
+    wait_for_outputs(settings, wanted)
+    worker.stop()
+    assert_same(settings, expected)
+
+
+def test_dlq_limit_stops_the_worker_with_a_clear_error(kafka_bootstrap: str) -> None:
+    settings = worker_settings(kafka_bootstrap, dlq_max_ratio=0.5, dlq_window=20)
+    create_all_topics(settings)
+    produce_raw(settings, [RawRecord(None, value_raw="{broken") for _ in range(30)])
+    worker = WorkerThread(settings).start()
+    worker.thread.join(60)
+    assert not worker.thread.is_alive(), "the worker should have stopped by itself"
+    assert isinstance(worker.error, DlqLimitExceeded)
+    assert "went to the DLQ" in str(worker.error)
+    assert read_topic(kafka_bootstrap, settings.topics.dlq) == [], "the tripping batch is aborted, not committed"

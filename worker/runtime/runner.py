@@ -71,7 +71,7 @@ class Worker:
         self.registry = ExperimentRegistry(self.config.experiment_property_limit)
         self.stores: dict[int, PartitionStores] = {}
         self.batch = Batch()
-        self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window)
+        self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window, settings.dlq_max_consecutive)
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stopping = threading.Event()
         self.restoring = 0
@@ -97,11 +97,13 @@ class Worker:
             self.settings.topics.raw, self.settings.topics.by_user]
         self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost)
         self.running = True
+        clean = False
         try:
             self.loop()
+            clean = True
         finally:
             self.running = False
-            self.shutdown()
+            self.shutdown(commit=clean)
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -126,11 +128,14 @@ class Worker:
             ):
                 self.commit()
 
-    def shutdown(self) -> None:
-        """Commit what is done, leave the group, and let the producer drain."""
+    def shutdown(self, commit: bool) -> None:
+        """Commit what is done (or, after an error, abort it), leave the group, let the producer drain."""
         try:
             if self.consumer is not None:
-                self.commit()
+                if commit:
+                    self.commit()
+                elif self.batch.messages or self.batch.in_transaction:
+                    self.abort(recreate=False)
                 self.consumer.close()
         except Exception:
             log.exception("shutdown: commit or close failed; uncommitted work will be redone")
@@ -214,11 +219,11 @@ class Worker:
         for record in rejected:
             self.produce_dlq(record)
         self.dlq_limit.record(len(events), len(rejected))
-        if self.dlq_limit.exceeded():
+        tripped = self.dlq_limit.exceeded()
+        if tripped:
             raise DlqLimitExceeded(
-                f"{self.dlq_limit.ratio:.0%} of the last {self.dlq_limit.window} input units went to the DLQ "
-                f"(limit {self.settings.dlq_max_ratio:.0%}): is a producer or a deploy broken? "
-                "Fix the input or raise EXPERIMENT_WORKER_DLQ_MAX_RATIO, then restart."
+                f"{tripped}: is a producer or a deploy broken? Fix the input, or raise "
+                "EXPERIMENT_WORKER_DLQ_MAX_RATIO / EXPERIMENT_WORKER_DLQ_MAX_CONSECUTIVE, then restart"
             )
         return events
 

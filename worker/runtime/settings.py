@@ -74,9 +74,11 @@ class WorkerSettings(BaseSettings):
     experiment_property_limit: int = Field(default=1500, ge=0)
     projects_file: Path | None = None
     # DLQ limit (SPEC §10, arroyo-style): stop when more than this share of the last
-    # `dlq_window` units went to the DLQ. 1.0 turns the limit off.
+    # `dlq_window` units (events or rejected messages) went to the DLQ; 1.0 turns it off...
     dlq_max_ratio: float = Field(default=0.9, gt=0.0, le=1.0)
     dlq_window: int = Field(default=1000, ge=1)
+    # ...or when more than this many units in a row went to the DLQ (None: no such limit).
+    dlq_max_consecutive: int | None = Field(default=None, ge=1)
     # Topic creation
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
