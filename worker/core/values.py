@@ -13,6 +13,8 @@ JsonObject = dict[str, Any]
 
 def same_value(a: Any, b: Any) -> bool:
     """JSON equality that keeps bool, int and float apart, at any depth."""
+    if a is b:  # the common case: a property no operation touched is the same object
+        return True
     kind = type(a)
     if kind is not type(b):
         return False
