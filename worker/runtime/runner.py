@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter
 
 from worker.core.config import CoreConfig
 from worker.core.dlq_limit import DlqLimit
@@ -83,6 +84,7 @@ class Worker:
         self.producer: Producer | None = None
         self.follower: RegistryFollower | None = None
         self._delivery_error: KafkaError | None = None
+        self._children: dict[tuple[int, str], Any] = {}
 
     # ---- life cycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -190,7 +192,7 @@ class Worker:
             log.warning("consumer: %s", error)
             return
         topic, partition, offset = coordinates(message)
-        self.metrics.messages_in.labels(topic).inc()
+        self.counter(self.metrics.messages_in, topic).inc()
         self.consumed += 1
         if not self.batch.messages:
             self.batch.started = time.monotonic()
@@ -305,7 +307,15 @@ class Worker:
                 break
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
-        self.metrics.records_out.labels(topic).inc()
+        self.counter(self.metrics.records_out, topic).inc()
+
+    def counter(self, family: Counter, topic: str) -> Any:
+        """The child of a per-topic counter, cached: `labels()` is a locked lookup per call."""
+        key = (id(family), topic)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(topic)
+        return child
 
     def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None and self._delivery_error is None:
