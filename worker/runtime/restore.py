@@ -27,6 +27,7 @@ from worker.errors import KafkaFatalError
 from worker.runtime.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -77,7 +78,12 @@ def restore_partition(
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in pending])
         deadline = started + settings.restore_timeout_s
+        reported = started
         while pending:
+            if time.monotonic() - reported >= PROGRESS_EVERY_S:
+                reported = time.monotonic()
+                log.info("restoring partition %d: %d state and %d dedupe records so far, waiting on %s",
+                         partition, result.state_records, result.dedupe_records, sorted(pending))
             messages = consumer.consume(num_messages=5000, timeout=0.2)
             idle = True
             for message in messages:
