@@ -247,6 +247,38 @@ def reject_event(message: RawMessage, envelope: JsonObject, index: int, rejectio
     }
     source = Source(message.topic, message.partition, message.offset, index)
     return DlqRecord(
-        rejection.reason, rejection.detail, source, message.timestamp_ms, orjson.dumps(unit),
+        rejection.reason, rejection.detail, source, message.timestamp_ms, encode_unit(unit),
         message.key, message.headers,
     )
+
+
+def encode_unit(unit: JsonObject) -> bytes:
+    """Compact JSON of a rejected unit. orjson encodes at most 255 levels of nesting but decodes
+    1024, and a rejected event may be that deep, so a deep unit takes a path with no depth limit."""
+    try:
+        return orjson.dumps(unit)
+    except orjson.JSONEncodeError:
+        return encode_deep(unit)
+
+
+def encode_deep(value: Any) -> bytes:
+    """Compact JSON without recursion: containers push their syntax (bytes) and children on a stack."""
+    parts: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is bytes:  # syntax pushed below; decoded JSON never holds bytes
+            parts.append(item)
+        elif type(item) is dict:
+            stack.append(b"}")
+            for position, (key, child) in reversed(list(enumerate(item.items()))):
+                stack.extend((child, orjson.dumps(key) + b":", b"," if position else b""))
+            stack.append(b"{")
+        elif type(item) is list:
+            stack.append(b"]")
+            for position, child in reversed(list(enumerate(item))):
+                stack.extend((child, b"," if position else b""))
+            stack.append(b"[")
+        else:
+            parts.append(orjson.dumps(item))
+    return b"".join(parts)
