@@ -32,6 +32,8 @@ DEFAULT_PROJECT = "default"
 PROJECT_HEADER = "project_id"
 SKIP_SYNC = "$skip_user_properties_sync"
 ID_FIELDS = ("user_id", "device_id", "insert_id")
+# Output times are 64-bit integers (Kafka timestamps, Avro long); a larger `time` cannot be emitted.
+TIME_LIMIT_MS = 2**63
 PROPERTY_FIELDS = ("event_properties", "user_properties")
 # Fields the worker sets itself; everything else at the top level passes through (SPEC §8.1).
 DERIVED_FIELDS = frozenset(
@@ -182,8 +184,8 @@ def event_problem(event: Any, min_id_length: int, config: CoreConfig) -> Rejecti
             f"no usable user_id or device_id (min_id_length {min_id_length}, placeholders removed)",
         )
     time = event.get("time")
-    if time is not None and (type(time) not in (int, float) or time < 0):
-        return Rejection(reasons.INVALID_TIME, "time must be a number of milliseconds >= 0")
+    if time is not None and (type(time) not in (int, float) or not 0 <= time < TIME_LIMIT_MS):
+        return Rejection(reasons.INVALID_TIME, "time must be a number of milliseconds >= 0 and below 2^63")
     if event_type in (EXPOSURE, IMPRESSION):
         exposure = exposure_problem(event.get("event_properties") or {})
         if exposure is not None:
