@@ -89,18 +89,21 @@ def apply_operations(
             current = properties.get(name)
             if type(current) is list and value is not None:
                 properties[name] = remove_items(current, operand_items(value))
-        elif (value is None and kind != ADD) or (kind == SET_ONCE and name in properties):
+        elif kind == ADD:
+            # An ignored `$add` writes nothing, so it must not take a place under the limit (SPEC §6).
+            total = add_numbers(properties.get(name, 0), value)
+            if total is None:
+                stats.add_ignored += 1
+            elif not admit(name):
+                stats.limit_dropped += 1
+            else:
+                properties[name] = total
+        elif value is None or (kind == SET_ONCE and name in properties):
             continue  # nothing to write: a null list item, or `$setOnce` of a present property
         elif not admit(name):
             stats.limit_dropped += 1
         elif kind in (SET, PLAIN, SET_ONCE):
             properties[name] = value
-        elif kind == ADD:
-            total = add_numbers(properties.get(name, 0), value)
-            if total is None:
-                stats.add_ignored += 1
-            else:
-                properties[name] = total
         else:
             properties[name] = LIST_OPERATIONS[kind](as_list(properties.get(name)), operand_items(value))
     return stats
