@@ -403,16 +403,13 @@ def start_broker(data_root: Path | None = None, port: int | None = None) -> Loca
 def start(data_root: Path, port: int | None, tie_to_caller: bool) -> LocalBroker:
     java = require_java()
     lib_dir = fetch_jars()
+    data_root = data_root.resolve()  # absolute: log.dirs, and how a broker's command line names its dir
     data_root.mkdir(parents=True, exist_ok=True)
     sweep_stale_data_dirs(data_root)
-    attempts = 1 if port is not None else 2  # a chosen free port can be taken before the broker binds it
-    for attempt in range(attempts):
-        try:
-            return start_once(java, lib_dir, data_root.resolve(), port, tie_to_caller)
-        except PortInUseError:
-            if attempt + 1 == attempts:
-                raise
-    raise AssertionError("unreachable")
+    if port is None:  # a free port can be taken by another process before the broker binds it: retry once
+        with contextlib.suppress(PortInUseError):
+            return start_once(java, lib_dir, data_root, port, tie_to_caller)
+    return start_once(java, lib_dir, data_root, port, tie_to_caller)
 
 
 def choose_ports(port: int | None) -> tuple[int, int]:
