@@ -44,10 +44,12 @@ class Read:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Read]:
-    """Every committed record of `topic`, partition by partition, in offset order."""
+def read_topic(
+    bootstrap: str, topic: str, timeout_s: float = 30.0, isolation: str = "read_committed"
+) -> list[Read]:
+    """Every record of `topic` (committed ones by default), partition by partition, in offset order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "isolation.level": isolation,
                          "enable.partition.eof": True})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

@@ -11,8 +11,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from tests.integration.kafka_helpers import consume_all, create_topic
+from tests.integration.kafka_helpers import create_topic
 from worker.runtime.local_broker import answers, start_broker
+from worker.verify import read_topic
 
 # Short, so a test that dies inside a transaction does not block read_committed readers for long.
 TRANSACTION_TIMEOUT_MS = 10_000
@@ -47,8 +48,8 @@ def test_read_committed_sees_only_committed_transactions(
     producer.flush(30)  # the aborted records really reach the log before the abort marker
     producer.abort_transaction(30)
 
-    committed = consume_all(kafka_bootstrap, topic, isolation="read_committed")
-    everything = consume_all(kafka_bootstrap, topic, isolation="read_uncommitted")
+    committed = read_topic(kafka_bootstrap, topic, isolation="read_committed")
+    everything = read_topic(kafka_bootstrap, topic, isolation="read_uncommitted")
 
     assert sorted(record.value for record in committed) == [f"committed-{i}".encode() for i in range(5)]
     assert {record.partition for record in committed} <= {0, 1}
@@ -74,7 +75,7 @@ def test_compacted_topic_keeps_its_policy_and_records(
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
 
-    records = consume_all(kafka_bootstrap, topic)
+    records = read_topic(kafka_bootstrap, topic)
     assert [(record.key, record.value) for record in records] == written
     assert [record.offset for record in records] == [0, 1, 2, 3]
 

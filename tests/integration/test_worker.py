@@ -86,8 +86,14 @@ def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path
     settings = worker_settings(kafka_bootstrap, partitions=4)
     other = worker_settings(kafka_bootstrap, instance_id="i1", partitions=4,
                             topics=settings.topics.model_dump(), group_id=settings.group_id)
-    expected, wanted = expected_for(settings, tmp_path, 4000, seed=13)
+    create_all_topics(settings)
     one, two = WorkerThread(settings).start(), WorkerThread(other).start()
+    deadline = time.monotonic() + 60
+    # Produce only once the group has settled with partitions on both instances.
+    while not (one.worker.stores and two.worker.stores) or one.worker.restoring or two.worker.restoring:
+        assert time.monotonic() < deadline, "the two instances did not share the partitions"
+        time.sleep(0.1)
+    expected, wanted = expected_for(settings, tmp_path, 4000, seed=13)
     wait_for_outputs(settings, wanted)
     one.stop()
     two.stop()
