@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from worker.loadgen import StreamGenerator
+from worker.runtime.local_broker import free_ports, recorded_broker
 from worker.runtime.settings import WorkerSettings, load_settings
 from worker.runtime.topics import admin_client, create_topics
 from worker.verify import (
@@ -33,24 +34,16 @@ from worker.verify import (
     wait_for_outputs,
 )
 
-RUN_FILE = Path(".run/kafka.json")
 DEMO_EVENTS = 5000
 
 
 def bootstrap_address() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    if not RUN_FILE.exists():
-        sys.exit("demo: no local broker recorded in .run/kafka.json: run `make kafka-up` first")
-    return str(orjson.loads(RUN_FILE.read_bytes())["bootstrap"])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    broker = recorded_broker()
+    if broker is None:
+        sys.exit("demo: no local broker is running: run `make kafka-up` first")
+    return broker.bootstrap
 
 
 def demo_settings(bootstrap: str, run_id: str, metrics_port: int) -> tuple[WorkerSettings, list[str]]:
@@ -97,7 +90,7 @@ def scrape(port: int) -> dict[str, float]:
 def main() -> int:
     bootstrap = bootstrap_address()
     run_id = f"demo-{int(time.time())}"
-    port = free_port()
+    port = free_ports(1)[0]
     settings, flags = demo_settings(bootstrap, run_id, port)
     created = create_topics(admin_client(settings), settings)
     print(f"experiment-worker demo: broker {bootstrap}, {len(created)} topics {run_id}.*")
@@ -154,13 +147,15 @@ def print_summary(raw: list[Any], got: Outputs, expected: Outputs, metrics: dict
     print(f"  Kafka path vs process-file on the same raw records: {verdict} (events, deltas, DLQ, state)")
     print(f"  worker stopped on SIGTERM with exit status {status}")
     print("\nA few enriched events:")
-    shown = 0
+    wanted = ["[Experiment] Exposure", "[Experiment] Assignment", "ordinary"]
     for user_events in got.events.values():
         for event in user_events:
-            if shown < 4 and (event["event_type"].startswith("[Experiment]") or shown < 2):
-                props = orjson.dumps(event["user_properties"]).decode()
-                print(f"  {event['event_type']:<24} {event.get('user_id')}  user_properties={props[:90]}")
-                shown += 1
+            kind = event["event_type"] if event["event_type"].startswith("[Experiment]") else "ordinary"
+            if kind in wanted and len(event["user_properties"]) > 1:
+                wanted.remove(kind)
+                shown = {name: event[name] for name in ("event_type", "user_id", "insert_id", "event_properties",
+                                                        "user_properties", "billable") if name in event}
+                print("  " + orjson.dumps(shown).decode()[:220])
     print("\nThe broker keeps running for the next command; `make kafka-down` stops it.")
 
 
