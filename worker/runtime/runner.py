@@ -41,6 +41,10 @@ from worker.runtime.topics import admin_client, check_topics
 log = logging.getLogger(__name__)
 FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES[FLAG_KEY], RENAMED_PROPERTIES[VARIANT]
 TRANSACTION_CALL_TIMEOUT_S = 30.0
+PRUNE_EVERY_S = 60.0
+# Dedupe entries are kept this long past the window, so ingestion times that run a little
+# backwards across raw partitions still meet the entry they should.
+PRUNE_MARGIN_MS = 3_600_000
 
 
 @dataclass(slots=True)
@@ -85,6 +89,8 @@ class Worker:
         self.follower: RegistryFollower | None = None
         self._delivery_error: KafkaError | None = None
         self._children: dict[tuple[int, str], Any] = {}
+        self.latest_ingested = 0
+        self.pruned_at = time.monotonic()
 
     # ---- life cycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -124,6 +130,8 @@ class Worker:
                     for message in messages:
                         self.handle(message)
             self.follower.poll(0)
+            if time.monotonic() - self.pruned_at >= PRUNE_EVERY_S:
+                self.prune_dedupe()
             if self.batch.messages and (
                 self.batch.messages >= self.settings.commit_every_messages
                 or (time.monotonic() - self.batch.started) * 1000 >= self.settings.commit_interval_ms
@@ -145,6 +153,12 @@ class Worker:
             self.producer.flush(self.settings.shutdown_timeout_s)
         if self.follower is not None:
             self.follower.close()
+
+    def prune_dedupe(self) -> int:
+        """Forget insert_ids whose 7-day window has passed: memory stays bounded by the window."""
+        self.pruned_at = time.monotonic()
+        horizon = self.latest_ingested - self.config.dedupe_window_ms - PRUNE_MARGIN_MS
+        return sum(stores.dedupe.prune(lambda first_seen: first_seen >= horizon) for stores in self.stores.values())
 
     @property
     def ready(self) -> bool:
@@ -245,6 +259,7 @@ class Worker:
         if stores is None:  # not restored: cannot happen while assigned; fail loudly if it does
             raise KafkaFatalError(f"partition {partition} has no restored state")
         outcome = process_safely(user_event, stores, self.registry, self.config)
+        self.latest_ingested = max(self.latest_ingested, user_event.ingested_at)
         self.emit(user_event, outcome, partition)
 
     def emit(self, user_event: UserEvent, outcome: Outcome, partition: int) -> None:

@@ -1,0 +1,103 @@
+"""Runtime pieces that need no broker: settings, the DLQ limit, dedupe pruning, error classes."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import CollectorRegistry
+
+from worker.core.dlq_limit import DlqLimit
+from worker.core.processor import PartitionStores
+from worker.errors import ConfigError
+from worker.runtime.kafka_errors import ErrorClass, classify
+from worker.runtime.metrics import Metrics
+from worker.runtime.runner import PRUNE_MARGIN_MS, Worker
+from worker.runtime.settings import load_settings
+
+DAY_MS = 86_400_000
+
+
+def test_bad_setting_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(commit_interval_ms="soon")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "commit_interval_ms" in message and "EXPERIMENT_WORKER_COMMIT_INTERVAL_MS" in message
+
+
+def test_bad_nested_setting_names_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPERIMENT_WORKER_GUARANTEE", "maybe-once")
+    with pytest.raises(ConfigError, match="guarantee"):
+        load_settings()
+
+
+def test_secrets_are_masked_and_refused_in_plain_kafka_settings() -> None:
+    settings = load_settings(kafka_secrets={"sasl.password": "hunter2"}, kafka={"linger.ms": "5"})
+    assert "hunter2" not in repr(settings.describe())
+    assert settings.kafka_config()["sasl.password"] == "hunter2"
+    with pytest.raises(ConfigError, match="kafka_secrets"):
+        load_settings(kafka={"sasl.password": "hunter2"})
+
+
+def test_missing_projects_file_is_named() -> None:
+    with pytest.raises(ConfigError, match="projects_file"):
+        load_settings(projects_file="/nonexistent/projects.json")
+
+
+def test_dlq_limit_ratio_needs_a_full_window() -> None:
+    limit = DlqLimit(max_ratio=0.5, window=10)
+    limit.record(valid=0, invalid=9)
+    assert limit.exceeded() is None  # 9 units: the window is not full yet
+    limit.record(valid=0, invalid=1)
+    assert limit.exceeded() is not None and "100%" in str(limit.exceeded())
+
+
+def test_dlq_limit_window_slides() -> None:
+    limit = DlqLimit(max_ratio=0.5, window=4)
+    limit.record(valid=0, invalid=4)
+    limit.record(valid=4, invalid=0)
+    assert limit.ratio == 0.0 and limit.exceeded() is None
+
+
+def test_dlq_limit_off_at_ratio_one() -> None:
+    limit = DlqLimit(max_ratio=1.0, window=2)
+    limit.record(valid=0, invalid=10)
+    assert limit.exceeded() is None
+
+
+def test_dlq_limit_consecutive_run() -> None:
+    limit = DlqLimit(max_ratio=1.0, window=100, max_consecutive=3)
+    limit.record(valid=0, invalid=3)
+    assert limit.exceeded() is None
+    limit.record(valid=1, invalid=0)
+    limit.record(valid=0, invalid=3)
+    assert limit.exceeded() is None
+    limit.record(valid=0, invalid=1)
+    assert "4 consecutive" in str(limit.exceeded())
+
+
+def test_dedupe_entries_past_the_window_are_pruned() -> None:
+    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
+    stores = PartitionStores()
+    now = 100 * DAY_MS
+    stores.dedupe.load("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)
+    stores.dedupe.load("u/edge", now - 7 * DAY_MS - PRUNE_MARGIN_MS)
+    stores.dedupe.load("u/new", now - DAY_MS)
+    worker.stores[0] = stores
+    worker.latest_ingested = now
+    assert worker.prune_dedupe() == 1
+    assert stores.dedupe.get("u/old") is None
+    assert stores.dedupe.get("u/edge") is not None and stores.dedupe.get("u/new") is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (KafkaError(KafkaError._TIMED_OUT, "t", retriable=True), ErrorClass.RETRIABLE),
+        (KafkaError(KafkaError._STATE, "s", txn_requires_abort=True), ErrorClass.ABORTABLE),
+        (KafkaError(KafkaError._FENCED, "f", fatal=True), ErrorClass.FATAL),
+        (KafkaError(KafkaError._FAIL, "other"), ErrorClass.FATAL),
+    ],
+)
+def test_kafka_errors_are_classified_once(error: KafkaError, expected: ErrorClass) -> None:
+    assert classify(KafkaException(error)) is expected
