@@ -20,6 +20,7 @@ from worker.loadgen import RawRecord
 from worker.offline import process_file
 from worker.runtime.runner import coordinates, message_headers
 from worker.runtime.settings import WorkerSettings
+from worker.serde import codec_for
 
 
 def produce_raw(settings: WorkerSettings, records: list[RawRecord]) -> None:
@@ -123,18 +124,25 @@ def offline_outputs(raw: list[Read], workdir: Path, config: CoreConfig) -> Outpu
 
 
 def kafka_outputs(settings: WorkerSettings) -> Outputs:
+    """The committed outputs of a worker, decoded with the formats it was configured with."""
     bootstrap, topics = settings.bootstrap_servers, settings.topics
+
+    def decoded(kind: str, topic: str) -> list[Any]:
+        codec = codec_for(kind, settings.formats.get(kind, "json"))
+        return [codec.decode(r.value or b"") for r in read_topic(bootstrap, topic)]
+
+    state_codec = codec_for("state", settings.formats.get("state", "json"))
     state: dict[str, Any] = {}
     for record in read_topic(bootstrap, topics.state):
         key = (record.key or b"").decode()
         if record.value is None:
             state.pop(key, None)
         else:
-            state[key] = orjson.loads(record.value)["user_properties"]
+            state[key] = state_codec.decode(record.value)["user_properties"]
     return Outputs(
-        events=by_user([orjson.loads(r.value or b"") for r in read_topic(bootstrap, topics.enriched)], "events"),
-        deltas=by_user([orjson.loads(r.value or b"") for r in read_topic(bootstrap, topics.deltas)], "deltas"),
-        dlq=comparable_dlq([orjson.loads(r.value or b"") for r in read_topic(bootstrap, topics.dlq)]),
+        events=by_user(decoded("enriched", topics.enriched), "events"),
+        deltas=by_user(decoded("deltas", topics.deltas), "deltas"),
+        dlq=comparable_dlq(decoded("dlq", topics.dlq)),
         state=state,
     )
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +29,7 @@ from worker.runtime.metrics import Metrics
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client
+from worker.serde import codec_for
 
 
 def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: int) -> tuple[Outputs, dict[str, int]]:
@@ -141,3 +144,34 @@ def test_dlq_limit_stops_the_worker_with_a_clear_error(kafka_bootstrap: str) -> 
     assert isinstance(worker.error, DlqLimitExceeded)
     assert "went to the DLQ" in str(worker.error)
     assert read_topic(kafka_bootstrap, settings.topics.dlq) == [], "the tripping batch is aborted, not committed"
+
+
+def test_avro_outputs_decode_to_the_same_records(kafka_bootstrap: str, tmp_path: Path) -> None:
+    avro = {kind: "avro" for kind in ("enriched", "deltas", "state", "dlq")}
+    settings = worker_settings(kafka_bootstrap, formats=avro)
+    expected, wanted = expected_for(settings, tmp_path, 2000, seed=16)
+    worker = WorkerThread(settings).start()
+    wait_for_outputs(settings, wanted)
+    worker.stop()
+    assert read_topic(kafka_bootstrap, settings.topics.enriched)[0].value[:2] == b"\xc3\x01"  # type: ignore[index]
+    assert_same(settings, expected)  # decoded with the schemas in schemas/
+
+
+def test_avro_raw_input_is_read_and_an_unknown_schema_goes_to_the_dlq(kafka_bootstrap: str) -> None:
+    settings = worker_settings(kafka_bootstrap)
+    create_all_topics(settings)
+    event = {"user_id": "user-avro-1", "event_type": "purchase", "time": 1_763_978_400_000,
+             "user_properties": {"$set": {"plan": "pro"}}}
+    good = codec_for("raw", "avro").encode(event)
+    unknown = b"\xc3\x01" + b"\x00" * 8 + good[10:]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(settings.topics.raw, value=good)
+    producer.produce(settings.topics.raw, value=unknown)
+    assert producer.flush(10) == 0
+    worker = WorkerThread(settings).start()
+    wait_for_outputs(settings, {settings.topics.enriched: 1, settings.topics.dlq: 1})
+    worker.stop()
+    enriched = kafka_outputs(settings).events["default/u:user-avro-1"]
+    assert enriched[0]["user_properties"] == {"plan": "pro"}
+    dlq = read_topic(kafka_bootstrap, settings.topics.dlq)
+    assert orjson.loads(dlq[0].value or b"")["reason"] == "unknown_schema"

@@ -13,6 +13,9 @@ INVALID_TIME = "invalid_time"
 INVALID_EXPOSURE = "invalid_exposure"
 INVALID_USER_PROPERTIES = "invalid_user_properties"
 PROCESSING_ERROR = "processing_error"
+# Avro raw input (SPEC §9), told apart by its C3 01 marker before the checks above.
+UNKNOWN_SCHEMA = "unknown_schema"
+MALFORMED_AVRO = "malformed_avro"
 
 ALL_REASONS = (
     MALFORMED_JSON,
@@ -26,4 +29,6 @@ ALL_REASONS = (
     INVALID_EXPOSURE,
     INVALID_USER_PROPERTIES,
     PROCESSING_ERROR,
+    UNKNOWN_SCHEMA,
+    MALFORMED_AVRO,
 )

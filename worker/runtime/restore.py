@@ -15,7 +15,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
@@ -25,6 +24,7 @@ from worker.core.processor import PartitionStores
 from worker.core.stores import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.settings import WorkerSettings
+from worker.serde import Codec
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
@@ -68,6 +68,7 @@ def restore_partition(
     partition: int,
     stores: PartitionStores,
     registry: ExperimentRegistry,
+    codec: Codec,
 ) -> RestoreResult:
     """Fill `stores` from partition `partition` of the state and dedupe topics."""
     started = time.monotonic()
@@ -94,7 +95,7 @@ def restore_partition(
                     continue
                 idle = False
                 if message.topic() == topics.state:
-                    load_state(message.key(), message.value(), stores, registry)
+                    load_state(message.key(), message.value(), stores, registry, codec)
                     result.state_records += 1
                 else:
                     load_dedupe(message.key(), message.value(), stores)
@@ -124,14 +125,16 @@ def caught_up(consumer: Consumer, admin: AdminClient, key: tuple[str, int]) -> b
     return end == 0 or position >= end
 
 
-def load_state(key: bytes | None, value: bytes | None, stores: PartitionStores, registry: ExperimentRegistry) -> None:
+def load_state(
+    key: bytes | None, value: bytes | None, stores: PartitionStores, registry: ExperimentRegistry, codec: Codec
+) -> None:
     if key is None:
         return
     user_key = key.decode("utf-8")
     if value is None:
         stores.state.load(user_key, None)  # a tombstone deletes the user
         return
-    properties = orjson.loads(value)["user_properties"]
+    properties = codec.decode(value)["user_properties"]
     stores.state.load(user_key, properties)
     project = project_of(user_key)
     for name in properties:

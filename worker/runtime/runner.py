@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RegistryFollower, restore_partition
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, check_topics
+from worker.serde import Codec, RawDecodeError, codec_for, raw_to_json
 
 log = logging.getLogger(__name__)
 FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES[FLAG_KEY], RENAMED_PROPERTIES[VARIANT]
@@ -76,6 +77,9 @@ class Worker:
         self.registry = ExperimentRegistry(self.config.experiment_property_limit)
         self.stores: dict[int, PartitionStores] = {}
         self.batch = Batch()
+        self.codecs: dict[str, Codec] = {
+            kind: codec_for(kind, settings.formats.get(kind, "json")) for kind in ("enriched", "deltas", "state", "dlq")
+        }
         self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window, settings.dlq_max_consecutive)
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stopping = threading.Event()
@@ -222,16 +226,25 @@ class Worker:
 
     def split(self, message: Message) -> list[UserEvent]:
         topic, partition, offset = coordinates(message)
+        value = message.value()
         raw = RawMessage(
             topic=topic,
             partition=partition,
             offset=offset,
             timestamp_ms=int(message.timestamp()[1]),
-            value=message.value(),
+            value=value,
             key=message.key(),
             headers=message_headers(message),
         )
-        events, rejected = split_message(raw, self.config)
+        decoded = None if value is None else raw_to_json(value)  # Avro raw input becomes JSON here
+        if isinstance(decoded, RawDecodeError):
+            events: list[UserEvent] = []
+            rejected = [DlqRecord(decoded.reason, decoded.detail, Source(topic, partition, offset, None),
+                                              raw.timestamp_ms, value or b"", raw.key, raw.headers)]
+        else:
+            if decoded is not value:
+                raw = replace(raw, value=decoded)
+            events, rejected = split_message(raw, self.config)
         for record in rejected:
             self.produce_dlq(record)
         self.dlq_limit.record(len(events), len(rejected))
@@ -270,12 +283,12 @@ class Worker:
             self.metrics.dedupe_dropped.inc()
             return
         if outcome.event is not None:
-            self.produce(topics.enriched, key, orjson.dumps(outcome.event))
+            self.produce(topics.enriched, key, self.codecs["enriched"].encode(outcome.event))
             self.count_event(project, outcome.event)
         if outcome.delta is not None:
-            self.produce(topics.deltas, key, orjson.dumps(outcome.delta))
+            self.produce(topics.deltas, key, self.codecs["deltas"].encode(outcome.delta))
         if outcome.state is not None:
-            self.produce(topics.state, key, orjson.dumps(outcome.state), partition)
+            self.produce(topics.state, key, self.codecs["state"].encode(outcome.state), partition)
         if outcome.dedupe is not None:
             dedupe_key, first_seen = outcome.dedupe
             self.produce(topics.dedupe, dedupe_key.encode("utf-8"), str(first_seen).encode(), partition)
@@ -300,7 +313,7 @@ class Worker:
 
     def produce_dlq(self, record: DlqRecord) -> None:
         self.metrics.dlq_records.labels(record.reason).inc()
-        self.produce(self.settings.topics.dlq, record.key, orjson.dumps(record.to_json()),
+        self.produce(self.settings.topics.dlq, record.key, self.codecs["dlq"].encode(record.to_json()),
                      headers=record.kafka_headers())
 
     def produce(
@@ -434,7 +447,8 @@ class Worker:
     def restore(self, partition: int) -> None:
         stores = PartitionStores()
         with self.metrics.restore_seconds.time():
-            result = restore_partition(self.settings, self.admin, partition, stores, self.registry)
+            result = restore_partition(self.settings, self.admin, partition, stores, self.registry,
+                                       self.codecs["state"])
         self.metrics.restore_records.labels(self.settings.topics.state).inc(result.state_records)
         self.metrics.restore_records.labels(self.settings.topics.dedupe).inc(result.dedupe_records)
         self.stores[partition] = stores

@@ -99,6 +99,14 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_validator("formats")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, Format]) -> dict[str, Format]:
+        unknown = set(value) - {"raw", "enriched", "deltas", "state", "dlq"}
+        if unknown:
+            raise ValueError(f"unknown topic kind {sorted(unknown)[0]!r}: use raw, enriched, deltas, state or dlq")
+        return value
+
     @model_validator(mode="after")
     def _secrets_are_secret(self) -> WorkerSettings:
         leaked = SECRET_KAFKA_KEYS & self.kafka.keys()

@@ -2,11 +2,10 @@
 and `raw_to_json` for the raw topic. The runtime uses these; the core never sees anything but JSON.
 """
 
+from worker.core.reasons import MALFORMED_AVRO, UNKNOWN_SCHEMA
 from worker.serde.codecs import (
     FORMATS,
     KINDS,
-    MALFORMED_AVRO,
-    UNKNOWN_SCHEMA,
     AvroCodec,
     Codec,
     JsonCodec,

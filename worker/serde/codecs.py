@@ -18,6 +18,7 @@ import orjson
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro._read_py import schemaless_reader as python_schemaless_reader
 
+from worker.core.reasons import MALFORMED_AVRO, MALFORMED_JSON, UNKNOWN_SCHEMA
 from worker.core.values import JsonObject
 from worker.errors import ConfigError, WorkerError
 from worker.serde.avro_schemas import SCHEMA_FILES, SchemaVersions, WriterSchema, schema_versions
@@ -27,10 +28,6 @@ KINDS = tuple(SCHEMA_FILES)
 FORMATS = ("json", "avro")
 MARKER = b"\xc3\x01"
 HEADER_BYTES = len(MARKER) + 8
-# Reason codes of a value that cannot be decoded (the raw topic's DLQ reasons for Avro input).
-UNKNOWN_SCHEMA = "unknown_schema"
-MALFORMED_AVRO = "malformed_avro"
-MALFORMED_JSON = "malformed_json"
 # fastavro's compiled reader recurses on the C stack and crashes the process (SIGSEGV) on values
 # nested a few thousand levels deep, which a 10 kB message can hold. A body that may nest deeper
 # than this is read by fastavro's pure-Python reader instead, which raises RecursionError.
