@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check worker tests
+	$(BIN)/ruff check worker tests benchmarks examples
 
 typecheck: setup
 	$(BIN)/mypy
