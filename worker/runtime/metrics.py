@@ -4,26 +4,49 @@ Labels are low-cardinality: topic, partition, reason, outcome, project. Never a 
 Exposure counts carry flag and variant labels, bounded by `max_exposure_series` (further
 flag/variant pairs are counted under flag="_other") so a sample-ratio mismatch can be watched
 without letting a producer blow up the series count.
+
+`Metrics.catalog` names every family as Prometheus scrapes it, with its labels: the unit test
+that pins the names, the Grafana dashboard check and the alert-rule check all read it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "experiment_worker"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RESTORE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OTHER = "_other"
+C = TypeVar("C", Counter, Gauge, Histogram)
+# The samples a scrape shows for a family, by type (prometheus_client's exposition; a
+# counter's family name is its name without `_total`).
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family as scraped: counters are named with their `_total`."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    collector: Counter | Gauge | Histogram = field(compare=False, repr=False)
+
+    def series_names(self) -> tuple[str, ...]:
+        base = self.name.removesuffix("_total") if self.type == "counter" else self.name
+        return tuple(base + suffix for suffix in SAMPLE_SUFFIXES[self.type])
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, max_exposure_series: int = 500) -> None:
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
-
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(f"{PREFIX}_{name}", doc, labels, registry=registry)
-
         self.registry = registry
+        self.catalog: dict[str, Family] = {}
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
         self.messages_in = counter("messages_in_total", "Kafka messages consumed", ("topic",))
         self.records_out = counter("records_out_total", "Records produced, by output topic", ("topic",))
         self.dlq_records = counter("dlq_records_total", "Units sent to the DLQ", ("reason",))
@@ -41,19 +64,11 @@ class Metrics:
             ("project",),
         )
         self.transactions = counter("transactions_total", "Transactions (or offset commits)", ("outcome",))
-        self.commit_seconds = Histogram(
-            f"{PREFIX}_commit_seconds", "Time to commit a batch", registry=registry, buckets=LATENCY_BUCKETS
-        )
-        self.batch_seconds = Histogram(
-            f"{PREFIX}_processing_seconds", "Time to process one consumed batch", registry=registry,
-            buckets=LATENCY_BUCKETS,
-        )
+        self.commit_seconds = histogram("commit_seconds", "Time to commit a batch", LATENCY_BUCKETS)
+        self.batch_seconds = histogram("processing_seconds", "Time to process one consumed batch", LATENCY_BUCKETS)
         self.rebalances = counter("rebalances_total", "Rebalance callbacks", ("kind",))
         self.restore_records = counter("restore_records_total", "Changelog records read during restore", ("topic",))
-        self.restore_seconds = Histogram(
-            f"{PREFIX}_restore_seconds", "Time to restore one partition", registry=registry,
-            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-        )
+        self.restore_seconds = histogram("restore_seconds", "Time to restore one partition", RESTORE_BUCKETS)
         self.restoring_partitions = gauge("restoring_partitions", "Partitions whose restore is under way")
         self.users_in_state = gauge("users_in_state", "Users held in memory", ("partition",))
         self.consumer_lag = gauge("consumer_lag", "Messages behind the end of the partition", ("topic", "partition"))
@@ -70,3 +85,30 @@ class Metrics:
                 labels = (project, OTHER, OTHER)
             self._exposure_series.add(labels)
         self.exposures.labels(*labels).inc()
+
+    def series_names(self) -> frozenset[str]:
+        """Every sample name a scrape can show: what a PromQL expression may refer to."""
+        return frozenset(name for family in self.catalog.values() for name in family.series_names())
+
+    # ---- one place that names families ----------------------------------------------------------
+    def _name(self, name: str) -> str:
+        full = f"{PREFIX}_{name}"
+        if full in self.catalog:
+            raise ValueError(f"metric {full} defined twice")
+        return full
+
+    def _add(self, collector: C, kind: str, labels: tuple[str, ...], name: str) -> C:
+        self.catalog[name] = Family(name, kind, labels, collector)
+        return collector
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        full = self._name(name)
+        return self._add(Counter(full, doc, labels, registry=self.registry), "counter", labels, full)
+
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        full = self._name(name)
+        return self._add(Gauge(full, doc, labels, registry=self.registry), "gauge", labels, full)
+
+    def _histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+        full = self._name(name)
+        return self._add(Histogram(full, doc, registry=self.registry, buckets=buckets), "histogram", (), full)
