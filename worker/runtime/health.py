@@ -1,5 +1,10 @@
 """The HTTP endpoints SREs and Kubernetes probe: /metrics, /healthz (process alive, loop not
 stuck) and /readyz (every assigned partition restored). A daemon thread; stdlib only.
+
+A restore runs inside the rebalance callback, so the processing loop does not turn while it
+lasts: /healthz counts a restore under way as alive (the restore has its own deadline,
+`restore_timeout_s`), or a liveness probe would kill every instance whose restore takes longer
+than `stuck_after_s`, and the next one would restore from the start again.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ class HealthState:
         self.stuck_after_s = stuck_after_s
         self.last_loop: Callable[[], float] = time.monotonic
         self.is_ready: Callable[[], bool] = lambda: False
+        self.is_restoring: Callable[[], bool] = lambda: False
 
     def healthy(self) -> bool:
-        return time.monotonic() - self.last_loop() < self.stuck_after_s
+        return time.monotonic() - self.last_loop() < self.stuck_after_s or self.is_restoring()
 
 
 def serve(port: int, registry: CollectorRegistry, state: HealthState, host: str = "0.0.0.0") -> ThreadingHTTPServer:
