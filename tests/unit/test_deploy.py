@@ -1,0 +1,238 @@
+"""The files under deploy/ are checked without Docker or a cluster: the alert rules with promtool
+(syntax and unit tests), the Kubernetes manifests against the API schemas (kubernetes-validate),
+and every metric the dashboard or the rules name exists in `Metrics`.
+
+promtool missing: skipped, or a failure when REQUIRE_KAFKA=1 or CI=true (CI must not pass by skipping).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from worker.runtime.metrics import Metrics
+from worker.runtime.settings import ENV_PREFIX, WorkerSettings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "experiment-worker.json"
+K8S = DEPLOY / "k8s"
+# The oldest Kubernetes the manifests must apply to.
+KUBERNETES_VERSION = "1.30.0"
+METRIC = re.compile(r"\bexperiment_worker_[a-z_]+")
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        message = "promtool not found: install it (Debian/Ubuntu: `apt-get install prometheus`)"
+        if os.environ.get("REQUIRE_KAFKA") == "1" or os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def run_promtool(*args: str) -> None:
+    result = subprocess.run([promtool(), *args], capture_output=True, text=True, cwd=ALERTS.parent, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def series_names() -> frozenset[str]:
+    return Metrics(CollectorRegistry()).series_names()
+
+
+def known_names() -> frozenset[str]:
+    """What a query or a runbook text may name: a sample, or a family (`..._commit_seconds`)."""
+    metrics = Metrics(CollectorRegistry())
+    return metrics.series_names() | metrics.catalog.keys()
+
+
+# ---- Prometheus alert rules --------------------------------------------------------------------
+
+def test_promtool_check_rules() -> None:
+    run_promtool("check", "rules", ALERTS.name)
+
+
+def test_promtool_test_rules() -> None:
+    run_promtool("test", "rules", "alerts.test.yml")
+
+
+def test_alert_rules_cover_the_operations_runbook() -> None:
+    rules = [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    names = {rule["alert"] for rule in rules}
+    assert names >= {"ExperimentWorkerDown", "ExperimentWorkerConsumerLagGrowing", "ExperimentWorkerDlqRatioHigh",
+                     "ExperimentWorkerRestoreStuck", "ExperimentWorkerNoCommits"}
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+
+
+def test_alert_rules_name_only_defined_metrics() -> None:
+    assert set(METRIC.findall(ALERTS.read_text())) <= known_names()
+
+
+# ---- Grafana dashboard ---------------------------------------------------------------------------
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_dashboard_names_only_defined_metrics() -> None:
+    used = {name for expression in dashboard_expressions() for name in METRIC.findall(expression)}
+    assert used, "the dashboard queries no experiment_worker_ metric"
+    unknown = used - series_names()
+    assert not unknown, f"the dashboard names metrics that Metrics does not define: {sorted(unknown)}"
+
+
+def test_dashboard_shows_the_operations_view() -> None:
+    used = {name for expression in dashboard_expressions() for name in METRIC.findall(expression)}
+    assert used >= {
+        "experiment_worker_messages_in_total", "experiment_worker_records_out_total",
+        "experiment_worker_dlq_records_total", "experiment_worker_consumer_lag",
+        "experiment_worker_commit_seconds_bucket", "experiment_worker_restoring_partitions",
+        "experiment_worker_users_in_state", "experiment_worker_billable_events_total",
+        "experiment_worker_monthly_tracked_users", "experiment_worker_exposures_total",
+    }
+
+
+def test_dashboard_panels_are_well_formed() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        refs = [target["refId"] for target in panel.get("targets", [])]
+        assert len(refs) == len(set(refs)), panel["title"]
+
+
+# ---- Kubernetes manifests ------------------------------------------------------------------------
+
+def manifests() -> list[dict[str, Any]]:
+    documents = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return documents
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    [found] = [doc for doc in manifests() if doc["kind"] == kind]
+    return found
+
+
+def test_manifests_validate_against_the_kubernetes_schemas() -> None:
+    kinds = set()
+    for document in manifests():
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        kinds.add(document["kind"])
+    assert kinds == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Job"}
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_configmap_holds_only_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = by_kind("ConfigMap")["data"]
+    assert all(key.startswith(ENV_PREFIX) for key in data)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = WorkerSettings()  # a bad name or value raises
+    assert settings.metrics_port == 9108
+
+
+def worker_container() -> dict[str, Any]:
+    [container] = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_deployment_probes_and_shutdown() -> None:
+    deployment = by_kind("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = worker_container()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    startup = container["startupProbe"]
+    shutdown_s = float(by_kind("ConfigMap")["data"]["EXPERIMENT_WORKER_SHUTDOWN_TIMEOUT_S"])
+    restore_s = float(by_kind("ConfigMap")["data"]["EXPERIMENT_WORKER_RESTORE_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > shutdown_s + 10
+    assert startup["periodSeconds"] * startup["failureThreshold"] > restore_s
+    assert container["args"] == ["run"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_deployment_takes_settings_from_the_configmap_and_the_pod_name() -> None:
+    container = worker_container()
+    sources = [source["configMapRef"]["name"] for source in container["envFrom"] if "configMapRef" in source]
+    assert sources == [by_kind("ConfigMap")["metadata"]["name"]]
+    instance = {env["name"]: env for env in container["env"]}[f"{ENV_PREFIX}INSTANCE_ID"]
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_service_pdb_and_deployment_select_the_worker_pods() -> None:
+    labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    for kind, selector in (("Service", by_kind("Service")["spec"]["selector"]),
+                           ("PodDisruptionBudget", by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]),
+                           ("Deployment", by_kind("Deployment")["spec"]["selector"]["matchLabels"])):
+        assert selector.items() <= labels.items(), kind
+    port = int(by_kind("ConfigMap")["data"]["EXPERIMENT_WORKER_METRICS_PORT"])
+    assert [p["containerPort"] for p in worker_container()["ports"] if p["name"] == "metrics"] == [port]
+    assert [p["port"] for p in by_kind("Service")["spec"]["ports"]] == [port]
+
+
+def test_topic_job_creates_the_topics() -> None:
+    job = by_kind("Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["topics", "create"]
+    assert container["image"] == worker_container()["image"]
+
+
+# ---- Docker --------------------------------------------------------------------------------------
+
+def test_compose_stack_wires_kafka_worker_prometheus_and_grafana(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"kafka", "topics", "worker", "prometheus", "grafana"}
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert services["topics"]["command"] == ["topics", "create"]
+    assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    for service in services.values():  # every mounted file of this repository exists
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), source
+    for key, value in services["worker"]["environment"].items():
+        assert key.startswith(ENV_PREFIX), key
+        monkeypatch.setenv(key, value)
+    WorkerSettings()
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert [job["job_name"] for job in prometheus["scrape_configs"]] == ["experiment-worker"]
+
+
+def test_dockerfile_runs_the_worker_as_a_non_root_user() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    first: dict[str, str] = {}  # each instruction's first use
+    for line in dockerfile.splitlines():
+        word, _, rest = line.partition(" ")
+        if word.isupper():
+            first.setdefault(word, rest.strip())
+    assert first["FROM"] == "python:3.11-slim"
+    assert first["USER"].split(":")[0] not in ("0", "root")
+    assert json.loads(first["ENTRYPOINT"]) == ["experiment-worker"]
+    assert json.loads(first["CMD"]) == ["run"]
+    assert re.search(r"pip install\b.*\s\.(\s|$)", dockerfile)
