@@ -133,14 +133,20 @@ class Worker:
                 with self.metrics.batch_seconds.time():
                     for message in messages:
                         self.handle(message)
+                        # A failed commit rewinds the consumer: the rest of this list comes again.
+                        if self.commit_due() and not self.commit():
+                            break
             self.follower.poll(0)
             if time.monotonic() - self.pruned_at >= PRUNE_EVERY_S:
                 self.prune_dedupe()
-            if self.batch.messages and (
-                self.batch.messages >= self.settings.commit_every_messages
-                or (time.monotonic() - self.batch.started) * 1000 >= self.settings.commit_interval_ms
-            ):
+            if self.commit_due():
                 self.commit()
+
+    def commit_due(self) -> bool:
+        return self.batch.messages > 0 and (
+            self.batch.messages >= self.settings.commit_every_messages
+            or (time.monotonic() - self.batch.started) * 1000 >= self.settings.commit_interval_ms
+        )
 
     def shutdown(self, commit: bool) -> None:
         """Commit what is done (or, after an error, abort it), leave the group, let the producer drain."""
@@ -350,16 +356,16 @@ class Worker:
             self._delivery_error = error
 
     # ---- commit, abort ------------------------------------------------------------------------
-    def commit(self) -> None:
+    def commit(self) -> bool:
+        """Commit the batch; False when it had to be aborted (the input was rewound)."""
         if not self.batch.messages and not self.batch.in_transaction:
-            return
+            return True
         with self.metrics.commit_seconds.time():
             if self.settings.exactly_once:
-                self.commit_transaction()
-            else:
-                self.commit_offsets()
+                return self.commit_transaction()
+            return self.commit_offsets()
 
-    def commit_transaction(self) -> None:
+    def commit_transaction(self) -> bool:
         assert self.producer is not None and self.consumer is not None
         for attempt in range(5):
             try:
@@ -371,29 +377,31 @@ class Worker:
                 )
                 self.producer.commit_transaction(TRANSACTION_CALL_TIMEOUT_S)
                 self.committed()
-                return
+                return True
             except KafkaException as exc:
                 kind = classify(exc)
                 log.warning("commit failed (%s, attempt %d): %s", kind.value, attempt + 1, exc)
                 if kind is ErrorClass.RETRIABLE:
                     continue
                 self.abort(recreate=kind is ErrorClass.FATAL)
-                return
+                return False
         self.abort(recreate=True)
+        return False
 
-    def commit_offsets(self) -> None:
+    def commit_offsets(self) -> bool:
         assert self.producer is not None and self.consumer is not None
         remaining = self.producer.flush(TRANSACTION_CALL_TIMEOUT_S)
         if remaining or self._delivery_error is not None:
             error, self._delivery_error = self._delivery_error, None
             log.warning("at-least-once: %d undelivered, error %s; redoing the batch", remaining, error)
             self.abort(recreate=remaining > 0)
-            return
+            return False
         try:
             self.consumer.commit(offsets=self.batch.offsets(), asynchronous=False)
         except KafkaException as exc:
             log.warning("offset commit failed: %s; the batch will be redone after a rebalance", exc)
         self.committed()
+        return True
 
     def committed(self) -> None:
         for stores in self.stores.values():

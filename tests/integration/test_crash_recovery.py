@@ -1,0 +1,75 @@
+"""Exactly-once through crashes (short form of the stress suite): a worker process is killed with
+SIGKILL at random points, again and again, and restarted; at the end the read_committed outputs
+and the compacted state still equal process-file on the same raw records."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.pipeline import (
+    count_records,
+    create_all_topics,
+    kafka_outputs,
+    offline_outputs,
+    produce_raw,
+    read_topic,
+    wait_for_outputs,
+    worker_settings,
+)
+from worker.loadgen import StreamGenerator
+from worker.runtime.settings import WorkerSettings
+
+KILLS = 3
+
+
+def worker_command(settings: WorkerSettings) -> list[str]:
+    flags = ["--bootstrap-servers", settings.bootstrap_servers, "--group-id", settings.group_id,
+             "--instance-id", settings.instance_id]
+    for name, value in settings.model_dump(mode="json", include={
+            "transaction_timeout_ms", "commit_interval_ms", "commit_every_messages", "partitions"}).items():
+        flags += ["--set", f"{name}={value}"]
+    flags += ["--set", "kafka=" + json.dumps(settings.kafka)]
+    for name, topic in settings.topics.model_dump().items():
+        flags += ["--set", f"topics.{name}={topic}"]
+    return [sys.executable, "-m", "worker.cli", "run", *flags, "--set", "metrics_port=0"]
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # Small transactions: the run lasts long enough for every kill to land mid-stream.
+    # A killed member holds its partitions until its session times out: keep that short here.
+    settings = worker_settings(kafka_bootstrap, commit_every_messages=20,
+                               kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"})
+    create_all_topics(settings)
+    produce_raw(settings, list(StreamGenerator(seed=21, users=200, bad_share=0.02).records(4000)))
+    raw = read_topic(kafka_bootstrap, settings.topics.raw)
+    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    counts = count_records(expected)
+    chance = random.Random(21)
+    log = (tmp_path / "worker.log").open("ab")
+    for _ in range(KILLS):
+        worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+        time.sleep(chance.uniform(1.5, 4.0))  # start-up, restore, mid-batch or mid-commit
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    partial = len(read_topic(kafka_bootstrap, settings.topics.enriched))
+    worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+    try:
+        topics = settings.topics
+        wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
+                                    topics.dlq: counts["dlq"]}, timeout_s=180)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    got = kafka_outputs(settings)
+    assert partial < counts["events"], "the kills should have happened before the end of the stream"
+    assert count_records(got) == counts, "records lost or duplicated"
+    assert got.events == expected.events
+    assert got.deltas == expected.deltas
+    assert got.dlq == expected.dlq
+    assert got.state == expected.state
