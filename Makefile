@@ -10,12 +10,14 @@ CHECK := $(SHARED)/conformance/check.py
 # Cases believed to contradict SPEC.md (see the comment above each; none so far).
 DISPUTES :=
 
-.PHONY: help setup lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench clean
+.PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench \
+	prometheus clean
 
 help:
 	@echo "make run    set up, start the local Kafka broker, run the worker on a demo stream, print a summary"
 	@echo "make test   set up, lint, type-check, unit + property + integration tests (real broker), conformance"
 	@echo "make kafka-up | kafka-down | kafka-status   the local single-node KRaft broker"
+	@echo "make prometheus  a local Prometheus scraping a worker on :9108 with the alert rules"
 	@echo "make bench  throughput and latency figures, as ratios against baselines run in the same process"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -26,19 +28,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# prometheus + promtool (Debian's package) for the alert-rule and scrape tests.
+tools:
+	@bash deploy/prometheus/install-tools.sh
+
 lint: setup
 	$(BIN)/ruff check worker tests benchmarks examples
 
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup tools
 	$(BIN)/pytest -q tests/unit tests/property
 
 jars: setup
 	$(BIN)/python -m worker.runtime.local_broker fetch
 
-integration: jars
+integration: jars tools
 	$(BIN)/pytest -q tests/integration
 
 conformance: setup
@@ -47,7 +53,7 @@ conformance: setup
 	elif [ -n "$$CI" ]; then echo "conformance: $(CHECK) not found (CI needs ../shared beside the clone)"; exit 1; \
 	else echo "conformance: $(CHECK) not found: the shared cases did NOT run"; fi
 
-test: lint typecheck jars
+test: lint typecheck jars tools
 	$(BIN)/pytest -q tests
 	$(MAKE) --no-print-directory conformance
 
@@ -62,6 +68,9 @@ kafka-status: setup
 
 run: kafka-up
 	$(BIN)/python -m worker.demo
+
+prometheus: setup tools
+	$(BIN)/python -m worker.runtime.prometheus_local --target 127.0.0.1:9108 --rules deploy/prometheus/alerts.yml
 
 bench: kafka-up
 	$(BIN)/python -m benchmarks.run

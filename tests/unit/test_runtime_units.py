@@ -101,3 +101,20 @@ def test_dedupe_entries_past_the_window_are_pruned() -> None:
 )
 def test_kafka_errors_are_classified_once(error: KafkaError, expected: ErrorClass) -> None:
     assert classify(KafkaException(error)) is expected
+
+
+def test_monthly_tracked_users_count_each_user_once_per_utc_month() -> None:
+    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
+
+    def tracked() -> float | None:
+        return worker.metrics.registry.get_sample_value("experiment_worker_monthly_tracked_users", {"project": "p"})
+
+    november, december = 1_763_978_400_000, 1_764_547_200_000  # 2025-11-24, 2025-12-01 UTC
+    worker.track_user("p", "p/u:a", november)
+    worker.track_user("p", "p/u:a", november + 1)
+    worker.track_user("p", "p/u:b", november + 2)
+    assert tracked() == 2
+    worker.track_user("p", "p/u:a", december)
+    assert tracked() == 1  # a new month starts from zero
+    worker.track_user("p", "p/u:c", november)  # late: last month's event
+    assert tracked() == 1

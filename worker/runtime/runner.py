@@ -12,6 +12,7 @@ partitions that stay keep their in-memory state instead of restoring it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES[FLAG_KEY], RENAMED_PROPERTIES[VARIANT]
 TRANSACTION_CALL_TIMEOUT_S = 30.0
 PRUNE_EVERY_S = 60.0
+LAG_EVERY_S = 5.0
 # Dedupe entries are kept this long past the window, so ingestion times that run a little
 # backwards across raw partitions still meet the entry they should.
 PRUNE_MARGIN_MS = 3_600_000
@@ -94,7 +96,11 @@ class Worker:
         self._delivery_error: KafkaError | None = None
         self._children: dict[tuple[int, str], Any] = {}
         self.latest_ingested = 0
-        self.pruned_at = time.monotonic()
+        self.pruned_at = self.lag_at = time.monotonic()
+        # Monthly tracked users (SPEC §7), per instance: the users this instance saw a billable
+        # event of in the current UTC month of ingestion.
+        self.tracked_month = ""
+        self.tracked_users: dict[str, set[str]] = {}
 
     # ---- life cycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -139,6 +145,8 @@ class Worker:
             self.follower.poll(0)
             if time.monotonic() - self.pruned_at >= PRUNE_EVERY_S:
                 self.prune_dedupe()
+            if time.monotonic() - self.lag_at >= LAG_EVERY_S:
+                self.report_lag()
             if self.commit_due():
                 self.commit()
 
@@ -163,6 +171,15 @@ class Worker:
             self.producer.flush(self.settings.shutdown_timeout_s)
         if self.follower is not None:
             self.follower.close()
+
+    def report_lag(self) -> None:
+        """Messages between each assigned partition's position and its high watermark (cached)."""
+        assert self.consumer is not None
+        self.lag_at = time.monotonic()
+        for tp in self.consumer.position(self.consumer.assignment()):
+            watermarks = self.consumer.get_watermark_offsets(tp, cached=True)
+            if watermarks is not None and tp.offset >= 0 and watermarks[1] >= 0:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, watermarks[1] - tp.offset))
 
     def prune_dedupe(self) -> int:
         """Forget insert_ids whose 7-day window has passed: memory stays bounded by the window."""
@@ -290,7 +307,7 @@ class Worker:
             return
         if outcome.event is not None:
             self.produce(topics.enriched, key, self.codecs["enriched"].encode(outcome.event))
-            self.count_event(project, outcome.event)
+            self.count_event(user_event, outcome.event)
         if outcome.delta is not None:
             self.produce(topics.deltas, key, self.codecs["deltas"].encode(outcome.delta))
         if outcome.state is not None:
@@ -309,13 +326,27 @@ class Worker:
         if outcome.add_ignored:
             self.metrics.add_ignored.inc(outcome.add_ignored)
 
-    def count_event(self, project: str, event: dict[str, Any]) -> None:
+    def count_event(self, user_event: UserEvent, event: dict[str, Any]) -> None:
+        project = user_event.project_id
         if event.get("billable"):
             self.metrics.billable_events.labels(project).inc()
+            self.track_user(project, user_event.user_key, user_event.ingested_at)
         elif event["event_type"] in ("[Experiment] Exposure", "[Experiment] Impression"):
             properties = event["event_properties"]
             self.metrics.count_exposure(project, str(properties.get(FLAG_PROPERTY)),
                                         str(properties.get(VARIANT_PROPERTY)))
+
+    def track_user(self, project: str, user_key: str, ingested_at: int) -> None:
+        month = time.strftime("%Y-%m", time.gmtime(ingested_at / 1000))
+        if month > self.tracked_month:  # a new UTC month: counting starts again
+            self.tracked_month = month
+            self.tracked_users.clear()
+        elif month < self.tracked_month:
+            return  # a late event of last month does not count this month
+        users = self.tracked_users.setdefault(project, set())
+        if user_key not in users:
+            users.add(user_key)
+            self.metrics.monthly_tracked_users.labels(project).set(len(users))
 
     def produce_dlq(self, record: DlqRecord) -> None:
         self.metrics.dlq_records.labels(record.reason).inc()
@@ -482,7 +513,14 @@ class Worker:
         for tp in partitions:
             if tp.topic == self.keyed_topic:
                 self.stores.pop(tp.partition, None)
-                self.metrics.users_in_state.labels(str(tp.partition)).set(0)
+                remove_series(self.metrics.users_in_state, str(tp.partition))
+            remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
+
+
+def remove_series(family: Any, *labels: str) -> None:
+    """Drop a partition's series when the partition goes, so a stale value cannot fire an alert."""
+    with contextlib.suppress(KeyError):
+        family.remove(*labels)
 
 
 def coordinates(message: Message) -> tuple[str, int, int]:
