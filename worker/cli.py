@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from worker.core.config import CoreConfig
-from worker.core.identity import is_project_id
 from worker.errors import ConfigError, WorkerError
 
 if TYPE_CHECKING:
@@ -35,20 +33,6 @@ def non_negative_int(setting: str) -> type[int]:
     return parse  # type: ignore[return-value]
 
 
-def load_projects(path: Path) -> Mapping[str, str]:
-    """`--projects`: a JSON object api_key → project_id."""
-    try:
-        projects = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"--projects {path}: {exc}") from exc
-    if type(projects) is not dict or not all(type(v) is str for v in projects.values()):
-        raise ConfigError(f"--projects {path}: expected a JSON object mapping api_key to project_id")
-    bad = [project for project in projects.values() if not is_project_id(project)]
-    if bad:
-        raise ConfigError(f"--projects {path}: project id {bad[0]!r} does not match [A-Za-z0-9_.-]+")
-    return projects
-
-
 def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("process-file", help="run the pipeline over a JSON Lines file (SPEC §11)")
     parser.add_argument("input", type=Path, help="JSON Lines, one raw message per line")
@@ -65,6 +49,7 @@ def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 def run_process_file(args: argparse.Namespace) -> int:
     from worker.offline import process_file
+    from worker.runtime.settings import read_projects
 
     if not args.input.is_file():
         raise ConfigError(f"input {args.input}: no such file")
@@ -73,7 +58,7 @@ def run_process_file(args: argparse.Namespace) -> int:
     config = CoreConfig(
         min_id_length=args.min_id_length,
         experiment_property_limit=args.experiment_property_limit,
-        projects=None if args.projects is None else load_projects(args.projects),
+        projects=None if args.projects is None else read_projects(args.projects, "--projects"),
     )
     now_ms = args.now if args.now is not None else int(time.time() * 1000)
     started = time.monotonic()

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -141,19 +142,17 @@ class WorkerSettings(BaseSettings):
         return shown
 
 
-def read_projects(path: Path) -> Mapping[str, str]:
-    """A projects file: a JSON object api_key → project_id."""
-    import orjson
-
+def read_projects(path: Path, setting: str = "projects_file") -> Mapping[str, str]:
+    """A projects file: a JSON object api_key → project_id. Errors name `setting`."""
     try:
         projects = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"projects_file {path}: {exc}") from exc
+        raise ConfigError(f"{setting} {path}: {exc}") from exc
     if type(projects) is not dict or not all(type(value) is str for value in projects.values()):
-        raise ConfigError(f"projects_file {path}: expected a JSON object mapping api_key to project_id")
+        raise ConfigError(f"{setting} {path}: expected a JSON object mapping api_key to project_id")
     for project in projects.values():
         if not is_project_id(project):
-            raise ConfigError(f"projects_file {path}: project id {project!r} does not match [A-Za-z0-9_.-]+")
+            raise ConfigError(f"{setting} {path}: project id {project!r} does not match [A-Za-z0-9_.-]+")
     return projects
 
 
