@@ -143,6 +143,45 @@ def run_worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_state(args: argparse.Namespace) -> int:
+    from worker.runtime.ops import state_get
+
+    record = state_get(settings_from(args), args.user_key)
+    if record is None:
+        print(f"no state for {args.user_key}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def run_dlq(args: argparse.Namespace) -> int:
+    from worker.runtime.ops import dlq_replay, dlq_stats
+
+    settings = settings_from(args)
+    if args.action == "stats":
+        counts = dlq_stats(settings)
+        for reason, count in counts.most_common():
+            print(f"{reason:28} {count:>10,}")
+        print(f"{'total':28} {sum(counts.values()):>10,}")
+    else:
+        replayed = dlq_replay(settings, args.reason, args.dry_run)
+        verb = "would republish" if args.dry_run else "republished"
+        print(f"{verb} {replayed:,} DLQ records to {settings.topics.raw}")
+    return 0
+
+
+def run_lag(args: argparse.Namespace) -> int:
+    from worker.runtime.ops import consumer_lag
+    from worker.runtime.topics import admin_client
+
+    settings = settings_from(args)
+    rows = consumer_lag(settings, admin_client(settings))
+    for topic, partition, done, end, lag in rows:
+        print(f"{topic:45} {partition:>4} committed {done:>12,} end {end:>12,} lag {lag:>10,}")
+    print(f"total lag {sum(row[4] for row in rows):,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="experiment-worker", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=("create", "check", "describe"))
     add_settings_flags(topics)
     topics.set_defaults(handler=run_topics)
+    state = commands.add_parser("state", help="read a user's state from the compacted user-state topic")
+    state.add_argument("action", choices=("get",))
+    state.add_argument("user_key", help="<project_id>/u:<user_id> or <project_id>/d:<device_id>")
+    add_settings_flags(state)
+    state.set_defaults(handler=run_state)
+    dlq = commands.add_parser("dlq", help="count DLQ records by reason, or republish them to the raw topic")
+    dlq.add_argument("action", choices=("stats", "replay"))
+    dlq.add_argument("--reason", help="replay only records with this reason")
+    dlq.add_argument("--dry-run", action="store_true", help="count what would be replayed")
+    add_settings_flags(dlq)
+    dlq.set_defaults(handler=run_dlq)
+    lag = commands.add_parser("lag", help="the consumer group's lag per input partition")
+    add_settings_flags(lag)
+    lag.set_defaults(handler=run_lag)
     check = commands.add_parser("check-config", help="print the effective settings (secrets masked)")
     add_settings_flags(check)
     check.set_defaults(handler=run_check_config)

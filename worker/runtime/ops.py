@@ -1,0 +1,161 @@
+"""Operations commands for SREs: `state get`, `dlq stats`, `dlq replay`, `lag`.
+
+They read the worker's topics with plain consumers (read_committed, assign-only, no group), so
+they never disturb a running worker.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from worker.runtime.runner import message_headers
+from worker.runtime.settings import WorkerSettings
+from worker.serde import codec_for
+
+DLQ_HEADER_PREFIX = "dlq."
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's and librdkafka's), as a signed 32-bit number."""
+    length, seed, m, r = len(data), 0x9747B28C, 0x5BD1E995, 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    if tail:
+        rest = data[length - tail :]
+        if tail == 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the murmur2 partitioners choose for `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def reader(settings: WorkerSettings) -> Consumer:
+    return Consumer({**settings.kafka_config(), "bootstrap.servers": settings.bootstrap_servers,
+                     "group.id": f"{settings.group_id}.ops-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                     "isolation.level": "read_committed", "enable.partition.eof": True})
+
+
+def scan(consumer: Consumer, partitions: list[TopicPartition], progress: bool = False) -> Iterator[Message]:
+    """Every committed record of `partitions`, from the beginning to the end."""
+    consumer.assign(partitions)
+    pending = {(tp.topic, tp.partition) for tp in partitions}
+    seen = 0
+    while pending:
+        for message in consumer.consume(1000, timeout=1.0):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((message.topic() or "", message.partition() or 0))
+                continue
+            seen += 1
+            if progress and seen % 100_000 == 0:
+                print(f"\r  {seen:,} records read", end="", file=sys.stderr, flush=True)
+            yield message
+    if progress and seen >= 100_000:
+        print(file=sys.stderr)
+
+
+def state_get(settings: WorkerSettings, user_key: str) -> dict[str, Any] | None:
+    """The user's current state record from the compacted user-state topic, or None."""
+    topic = settings.topics.state
+    consumer = reader(settings)
+    try:
+        partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        tp = TopicPartition(topic, partition_for(user_key.encode(), partitions), OFFSET_BEGINNING)
+        codec = codec_for("state", settings.formats.get("state", "json"))
+        found: dict[str, Any] | None = None
+        for message in scan(consumer, [tp], progress=True):
+            if message.key() == user_key.encode():
+                value = message.value()
+                found = None if value is None else codec.decode(value)
+        return found
+    finally:
+        consumer.close()
+
+
+def dlq_records(settings: WorkerSettings) -> Iterator[tuple[Message, dict[str, Any]]]:
+    topic = settings.topics.dlq
+    consumer = reader(settings)
+    codec = codec_for("dlq", settings.formats.get("dlq", "json"))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        for message in scan(consumer, [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions], True):
+            yield message, codec.decode(message.value() or b"")
+    finally:
+        consumer.close()
+
+
+def dlq_stats(settings: WorkerSettings) -> Counter[str]:
+    return Counter(record["reason"] for _, record in dlq_records(settings))
+
+
+def dlq_replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> int:
+    """Republish DLQ payloads to the raw topic with their original key and headers."""
+    import base64
+
+    # murmur2_random, as the upstream producers key (SPEC §1): a replayed unit lands on the
+    # partition its key always used.
+    producer = None if dry_run else Producer({**settings.kafka_config(), "partitioner": "murmur2_random",
+                                              "bootstrap.servers": settings.bootstrap_servers})
+    replayed = 0
+    for message, record in dlq_records(settings):
+        if reason is not None and record["reason"] != reason:
+            continue
+        replayed += 1
+        if producer is not None:
+            headers: list[tuple[str, str | bytes | None]] = [
+                (name, value) for name, value in message_headers(message)
+                if not name.startswith(DLQ_HEADER_PREFIX)]
+            payload = record.get("payload")
+            value = payload if isinstance(payload, bytes) else base64.b64decode(record["payload_b64"])
+            producer.produce(settings.topics.raw, key=message.key(), value=value, headers=headers or None)
+            producer.poll(0)
+    if producer is not None and producer.flush(30):
+        raise RuntimeError("dlq replay: some records were not delivered")
+    return replayed
+
+
+def consumer_lag(settings: WorkerSettings, admin: AdminClient) -> list[tuple[str, int, int, int, int]]:
+    """(topic, partition, committed offset, end offset, lag) for the worker's input partitions.
+
+    The by-user topic is written in transactions, so each of its partitions may show a lag of 1:
+    the commit marker after the last record, which no consumer commits past."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    topics = [settings.topics.raw] if settings.skip_split else [settings.topics.raw, settings.topics.by_user]
+    metadata = admin.list_topics(timeout=10).topics
+    partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+    request = [ConsumerGroupTopicPartitions(settings.group_id, partitions)]
+    committed = next(iter(admin.list_consumer_group_offsets(request).values())).result()
+    by_partition = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions},  # type: ignore[no-untyped-call]
+                              isolation_level=IsolationLevel.READ_COMMITTED)
+    rows = []
+    for tp, future in sorted(ends.items(), key=lambda item: (item[0].topic, item[0].partition)):
+        end = future.result().offset
+        done = max(by_partition.get((tp.topic, tp.partition), 0), 0)
+        rows.append((tp.topic, tp.partition, done, end, max(0, end - done)))
+    return rows
