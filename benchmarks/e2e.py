@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.loadgen import StreamGenerator
 from worker.offline import process_file
-from worker.runtime.local_broker import start_broker
+from worker.runtime.local_broker import recorded_broker, start_broker
 from worker.runtime.metrics import Metrics
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings, load_settings
@@ -90,13 +90,14 @@ def worker_run(settings: WorkerSettings, expected_events: int) -> float:
     return elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    recorded = recorded_broker()  # `make kafka-up`'s broker, when there is one
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (recorded.bootstrap if recorded else None)
     if not bootstrap:
         broker = start_broker()
         bootstrap = broker.bootstrap
@@ -122,6 +123,9 @@ def main() -> None:
         print(f"  process-file (no Kafka)      {rate['offline']:>10,.0f} events/s  ({offline_s:.1f} s)")
         print(f"  worker / copy = {rate['worker'] / rate['copy']:.2f}   worker / process-file = "
               f"{rate['worker'] / rate['offline']:.2f}")
+        return {"events": args.events, "copy_events_per_s": rate["copy"], "worker_events_per_s": rate["worker"],
+                "process_file_events_per_s": rate["offline"], "worker_over_copy": rate["worker"] / rate["copy"],
+                "worker_over_process_file": rate["worker"] / rate["offline"]}
     finally:
         if broker is not None:
             broker.stop()

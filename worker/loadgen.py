@@ -7,6 +7,7 @@ bad input of each kind, so the DLQ has something to say. Same seed, same stream.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,12 +51,14 @@ class StreamGenerator:
         self.bad_share = bad_share
         self.max_batch = max_batch
         # Zipf-like skew: a few users are very active.
-        self.weights = [1.0 / (rank + 1) ** 1.1 for rank in range(users)]
+        weights = [1.0 / (rank + 1) ** 1.1 for rank in range(users)]
+        self.cumulative = list(itertools.accumulate(weights))  # choices() then bisects: O(log users)
+        self.population = range(users)
         self.clock = START_MS
         self.sequence = 0
 
     def user(self) -> int:
-        return self.random.choices(range(self.users), self.weights)[0]
+        return self.random.choices(self.population, cum_weights=self.cumulative)[0]
 
     def event(self, user: int) -> dict[str, Any]:
         self.sequence += 1
