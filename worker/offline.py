@@ -1,8 +1,8 @@
 """`experiment-worker process-file` (SPEC §11): the whole pipeline over a JSON Lines file.
 
 Each line is one raw message; it goes through the same `split_message` and `process_safely` as the
-Kafka runner, so the two paths produce the same records. The file is streamed: memory grows with
-the number of users (state, dedupe entries), not with the input size.
+Kafka runner, so the two paths produce the same records. The file is streamed: memory holds the
+users' state and every insert_id seen (the dedupe entries), never the events themselves.
 """
 
 from __future__ import annotations
