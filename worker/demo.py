@@ -22,7 +22,7 @@ import orjson
 
 from worker.loadgen import StreamGenerator
 from worker.runtime.local_broker import free_ports, recorded_broker
-from worker.runtime.settings import WorkerSettings, load_settings
+from worker.runtime.settings import WorkerSettings, as_flags, load_settings
 from worker.runtime.topics import admin_client, create_topics
 from worker.verify import (
     Outputs,
@@ -52,13 +52,10 @@ def demo_settings(bootstrap: str, run_id: str, metrics_port: int) -> tuple[Worke
         "deltas": f"{run_id}.user-properties.deltas", "state": f"{run_id}.user-state", "dlq": f"{run_id}.events.dlq",
         "registry": f"{run_id}.experiment-properties", "dedupe": f"{run_id}.dedupe",
     }
-    flags = ["--bootstrap-servers", bootstrap, "--group-id", f"{run_id}.worker", "--instance-id", "demo",
-             "--set", f"metrics_port={metrics_port}", "--set", "partitions=3"]
-    for name, topic in topics.items():
-        flags += ["--set", f"topics.{name}={topic}"]
     settings = load_settings(bootstrap_servers=bootstrap, group_id=f"{run_id}.worker", instance_id="demo",
                              topics=topics, partitions=3, metrics_port=metrics_port)
-    return settings, flags
+    names = {"bootstrap_servers", "group_id", "instance_id", "topics", "partitions", "metrics_port"}
+    return settings, as_flags(settings, names)
 
 
 def wait_ready(port: int, worker: subprocess.Popen[bytes], timeout_s: float = 60.0) -> float:

@@ -4,7 +4,6 @@ and the compacted state still equal process-file on the same raw records."""
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
@@ -23,21 +22,15 @@ from tests.integration.pipeline import (
     worker_settings,
 )
 from worker.loadgen import StreamGenerator
-from worker.runtime.settings import WorkerSettings
+from worker.runtime.settings import WorkerSettings, as_flags
 
 KILLS = 3
 
 
 def worker_command(settings: WorkerSettings) -> list[str]:
-    flags = ["--bootstrap-servers", settings.bootstrap_servers, "--group-id", settings.group_id,
-             "--instance-id", settings.instance_id]
-    for name, value in settings.model_dump(mode="json", include={
-            "transaction_timeout_ms", "commit_interval_ms", "commit_every_messages", "partitions"}).items():
-        flags += ["--set", f"{name}={value}"]
-    flags += ["--set", "kafka=" + json.dumps(settings.kafka)]
-    for name, topic in settings.topics.model_dump().items():
-        flags += ["--set", f"topics.{name}={topic}"]
-    return [sys.executable, "-m", "worker.cli", "run", *flags, "--set", "metrics_port=0"]
+    names = {"bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
+             "commit_interval_ms", "commit_every_messages", "partitions"}
+    return [sys.executable, "-m", "worker.cli", "run", *as_flags(settings, names), "--set", "metrics_port=0"]
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
