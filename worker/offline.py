@@ -19,9 +19,7 @@ from typing import IO, Any
 import orjson
 
 from worker.core.config import CoreConfig
-from worker.core.experiments import is_experiment_property
-from worker.core.identity import project_of
-from worker.core.processor import PartitionStores, process_safely
+from worker.core.processor import PartitionStores, process_safely, restore_user
 from worker.core.records import RawMessage
 from worker.core.split import split_message
 from worker.core.stores import ExperimentRegistry
@@ -110,10 +108,7 @@ def load_state(path: Path, stores: PartitionStores, registry: ExperimentRegistry
                 raise InputFileError(f"--state-in line {number}: expected {{\"key\", \"user_properties\"}}") from exc
             if type(key) is not str or type(properties) is not dict:
                 raise InputFileError(f"--state-in line {number}: key must be a string, user_properties an object")
-            stores.state.load(key, properties)
-            for name in properties:
-                if is_experiment_property(name):
-                    registry.load(project_of(key), name)
+            restore_user(stores, registry, key, properties)
 
 
 def process_file(

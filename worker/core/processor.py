@@ -25,6 +25,7 @@ from worker.core.experiments import (
     rename_exposure_properties,
     renamed_type,
 )
+from worker.core.identity import project_of
 from worker.core.operations import SET, UNSET, Operation, apply_operations, parse_operations
 from worker.core.records import DlqRecord, UserEvent, changes_between, delta_record, state_record
 from worker.core.split import PROJECT_HEADER, SKIP_SYNC
@@ -65,6 +66,18 @@ class PartitionStores:
     def rollback(self) -> None:
         self.state.rollback()
         self.dedupe.rollback()
+
+
+def restore_user(stores: PartitionStores, registry: ExperimentRegistry, user_key: str,
+                 properties: JsonObject | None) -> None:
+    """Load a user's committed state (None deletes it). Its experiment property names count as
+    admitted under the limit of SPEC §6, whatever the registry says: names in use keep working."""
+    stores.state.load(user_key, properties)
+    if properties is not None:
+        project = project_of(user_key)
+        for name in properties:
+            if is_experiment_property(name):
+                registry.load(project, name)
 
 
 class Admission:

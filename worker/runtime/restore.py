@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from worker.core.experiments import is_experiment_property
-from worker.core.identity import project_of
-from worker.core.processor import PartitionStores
+from worker.core.processor import PartitionStores, restore_user
 from worker.core.stores import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.settings import WorkerSettings
@@ -130,16 +128,9 @@ def load_state(
 ) -> None:
     if key is None:
         return
-    user_key = key.decode("utf-8")
-    if value is None:
-        stores.state.load(user_key, None)  # a tombstone deletes the user
-        return
-    properties = codec.decode(value)["user_properties"]
-    stores.state.load(user_key, properties)
-    project = project_of(user_key)
-    for name in properties:
-        if is_experiment_property(name):
-            registry.load(project, name)
+    # A tombstone (null value) deletes the user.
+    properties = None if value is None else codec.decode(value)["user_properties"]
+    restore_user(stores, registry, key.decode("utf-8"), properties)
 
 
 def load_dedupe(key: bytes | None, value: bytes | None, stores: PartitionStores) -> None:
