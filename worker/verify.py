@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from worker.core.config import CoreConfig
 from worker.loadgen import RawRecord
 from worker.offline import process_file
+from worker.runtime.ops import scan
 from worker.runtime.runner import coordinates, message_headers
 from worker.runtime.settings import WorkerSettings
 from worker.serde import codec_for
@@ -52,24 +53,17 @@ def read_topic(
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
                          "enable.auto.commit": False, "isolation.level": isolation,
                          "enable.partition.eof": True})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    out: list[Read] = []
-    done: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(done) < len(partitions) and time.monotonic() < deadline:
-        for message in consumer.consume(1000, timeout=0.5):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    done.add(message.partition() or 0)
-                continue
-            _, partition, offset = coordinates(message)
-            out.append(Read(message.key(), message.value(), partition, offset, message.timestamp()[1],
-                            list(message_headers(message))))
-    consumer.close()
-    if len(done) < len(partitions):
-        raise TimeoutError(f"could not read {topic} to its end in {timeout_s} s")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        out = [
+            Read(message.key(), message.value(), partition, offset, message.timestamp()[1],
+                 list(message_headers(message)))
+            for message in scan(consumer, assigned, timeout_s=timeout_s)
+            for _, partition, offset in [coordinates(message)]
+        ]
+    finally:
+        consumer.close()
     return sorted(out, key=lambda r: (r.partition, r.offset))
 
 

@@ -7,6 +7,7 @@ they never disturb a running worker.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -58,12 +59,18 @@ def reader(settings: WorkerSettings) -> Consumer:
                      "isolation.level": "read_committed", "enable.partition.eof": True})
 
 
-def scan(consumer: Consumer, partitions: list[TopicPartition], progress: bool = False) -> Iterator[Message]:
-    """Every committed record of `partitions`, from the beginning to the end."""
+def scan(
+    consumer: Consumer, partitions: list[TopicPartition], progress: bool = False, timeout_s: float | None = None
+) -> Iterator[Message]:
+    """Every record of `partitions` the consumer's isolation level shows, from their assigned
+    offsets to their end; TimeoutError when the end is not reached within `timeout_s`."""
     consumer.assign(partitions)
     pending = {(tp.topic, tp.partition) for tp in partitions}
     seen = 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while pending:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {sorted(pending)} to the end in {timeout_s} s")
         for message in consumer.consume(1000, timeout=1.0):
             error = message.error()
             if error is not None:
