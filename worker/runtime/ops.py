@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from worker.runtime.restore import restore_consumer
 from worker.runtime.runner import message_headers
 from worker.runtime.settings import WorkerSettings
 from worker.serde import codec_for
@@ -54,9 +55,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 def reader(settings: WorkerSettings) -> Consumer:
-    return Consumer({**settings.kafka_config(), "bootstrap.servers": settings.bootstrap_servers,
-                     "group.id": f"{settings.group_id}.ops-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                     "isolation.level": "read_committed", "enable.partition.eof": True})
+    return restore_consumer(settings, f"ops-{uuid.uuid4().hex[:8]}")
 
 
 def scan(
