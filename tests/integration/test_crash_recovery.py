@@ -29,7 +29,8 @@ KILLS = 3
 
 def worker_command(settings: WorkerSettings) -> list[str]:
     names = {"bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
-             "commit_interval_ms", "commit_every_messages", "partitions"}
+             "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol",
+             "session_timeout_ms", "heartbeat_interval_ms"}
     return [sys.executable, "-m", "worker.cli", "run", *as_flags(settings, names), "--set", "metrics_port=0"]
 
 
@@ -37,7 +38,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: 
     # Small transactions: the run lasts long enough for every kill to land mid-stream.
     # A killed member holds its partitions until its session times out: keep that short here.
     settings = worker_settings(kafka_bootstrap, commit_every_messages=20,
-                               kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"})
+                               session_timeout_ms=6000, heartbeat_interval_ms=1000)
     create_all_topics(settings)
     produce_raw(settings, list(StreamGenerator(seed=21, users=200, bad_share=0.02).records(4000)))
     raw = read_topic(kafka_bootstrap, settings.topics.raw)

@@ -85,17 +85,21 @@ def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     assert_same(settings, expected)
 
 
-def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path: Path) -> None:
-    settings = worker_settings(kafka_bootstrap, partitions=4)
-    other = worker_settings(kafka_bootstrap, instance_id="i1", partitions=4,
+@pytest.mark.parametrize("protocol", ["consumer", "classic"])
+def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path: Path, protocol: str) -> None:
+    settings = worker_settings(kafka_bootstrap, partitions=4, group_protocol=protocol)
+    other = worker_settings(kafka_bootstrap, instance_id="i1", partitions=4, group_protocol=protocol,
                             topics=settings.topics.model_dump(), group_id=settings.group_id)
     create_all_topics(settings)
     one, two = WorkerThread(settings).start(), WorkerThread(other).start()
     deadline = time.monotonic() + 120
-    # Produce only once the group has settled with partitions on both instances. The assignor
-    # balances partitions over both topics together, so one instance may hold only raw ones.
-    while not (assigned(one) and assigned(two)) or one.worker.restoring or two.worker.restoring:
-        assert time.monotonic() < deadline, "the two instances did not share the partitions"
+    # Produce only once the group has settled with partitions on both instances. Under KIP-848
+    # the range assignor balances the stateful topic itself and co-partitions: each instance owns
+    # two by-user partitions and the raw partitions with the same numbers. The classic
+    # cooperative-sticky assignor balances both topics together, so one instance may hold only
+    # raw partitions; it must still agree.
+    while not settled(one, two, balanced=protocol == "consumer"):
+        assert time.monotonic() < deadline, f"the two instances did not share the partitions: {owned(one)} {owned(two)}"
         time.sleep(0.1)
     expected, wanted = expected_for(settings, tmp_path, 4000, seed=13)
     wait_for_outputs(settings, wanted)
@@ -105,9 +109,21 @@ def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path
     assert_same(settings, expected)
 
 
-def assigned(thread: WorkerThread) -> bool:
+def owned(thread: WorkerThread) -> dict[str, set[int]]:
     consumer = thread.worker.consumer
-    return consumer is not None and bool(consumer.assignment())
+    topics: dict[str, set[int]] = {}
+    for tp in consumer.assignment() if consumer is not None else []:
+        topics.setdefault(tp.topic.rsplit(".", 1)[-1], set()).add(tp.partition)
+    return topics
+
+
+def settled(one: WorkerThread, two: WorkerThread, balanced: bool) -> bool:
+    if one.worker.restoring or two.worker.restoring:
+        return False
+    first, second = owned(one), owned(two)
+    if not balanced:
+        return bool(first) and bool(second)
+    return all(len(ours.get("by_user", ())) == 2 and ours.get("raw") == ours.get("by_user") for ours in (first, second))
 
 
 def test_refuses_unequal_partition_counts(kafka_bootstrap: str) -> None:

@@ -12,7 +12,8 @@ from worker.errors import ConfigError
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.metrics import Metrics
 from worker.runtime.runner import PRUNE_MARGIN_MS, Worker
-from worker.runtime.settings import load_settings
+from worker.runtime.settings import as_flags, load_settings
+from worker.runtime.topics import group_configs
 
 DAY_MS = 86_400_000
 
@@ -37,6 +38,26 @@ def test_secrets_are_masked_and_refused_in_plain_kafka_settings() -> None:
     assert settings.kafka_config()["sasl.password"] == "hunter2"
     with pytest.raises(ConfigError, match="kafka_secrets"):
         load_settings(kafka={"sasl.password": "hunter2"})
+
+
+def test_group_side_kafka_settings_name_the_setting_to_use() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(kafka={"session.timeout.ms": "6000"})
+    assert "session_timeout_ms" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_session_timeout_becomes_group_configs_under_kip_848_only() -> None:
+    assert group_configs(load_settings()) == {}
+    assert group_configs(load_settings(session_timeout_ms=6000)) == {
+        "consumer.session.timeout.ms": 6000, "consumer.heartbeat.interval.ms": 2000}
+    assert group_configs(load_settings(session_timeout_ms=6000, heartbeat_interval_ms=500)) == {
+        "consumer.session.timeout.ms": 6000, "consumer.heartbeat.interval.ms": 500}
+    assert group_configs(load_settings(session_timeout_ms=6000, group_protocol="classic")) == {}
+
+
+def test_flags_leave_unset_settings_at_their_default() -> None:
+    flags = as_flags(load_settings(session_timeout_ms=6000), {"session_timeout_ms", "heartbeat_interval_ms"})
+    assert flags == ["--set", "session_timeout_ms=6000"]
 
 
 def test_missing_projects_file_is_named() -> None:

@@ -238,6 +238,10 @@ def render_server_properties(broker_port: int, controller_port: int, log_dir: Pa
         "share.coordinator.state.topic.min.isr": "1",
         "share.coordinator.state.topic.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # KIP-848 groups take their session timeout from the broker (45 s at least by default); the
+        # tests set a few seconds per group (`session_timeout_ms`), so a killed member goes quickly.
+        "group.consumer.min.session.timeout.ms": "1000",
+        "group.consumer.min.heartbeat.interval.ms": "500",
         # An abandoned transaction would otherwise block read_committed readers for minutes.
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "log.cleaner.dedupe.buffer.size": "16777216",  # the 128 MiB default would take a quarter of the heap

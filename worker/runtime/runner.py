@@ -6,8 +6,11 @@ one transaction (KIP-447), every `commit_interval_ms` or `commit_every_messages`
 error rewinds to the batch's first offsets and rolls the in-memory stores back; a fatal one
 recreates the producer and does the same. At-least-once mode flushes, then commits offsets.
 
-Assignment is cooperative-sticky: a rebalance moves only the partitions it must, so the
-partitions that stay keep their in-memory state instead of restoring it again.
+Assignment (KIP-848 by default) is incremental and co-partitioned: the broker's range assignor
+gives partition N of the raw and the by-user topic to the same member and balances each topic on
+its own, and a rebalance moves only the partitions it must, so the partitions that stay keep their
+in-memory state instead of restoring it again. `group_protocol=classic` (brokers before 4.0) uses
+cooperative-sticky, which is incremental too but balances both topics' partitions together.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from worker.errors import DlqLimitExceeded, KafkaFatalError
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RegistryFollower, restore_partition
-from worker.runtime.settings import WorkerSettings
-from worker.runtime.topics import admin_client, check_topics
+from worker.runtime.settings import GroupProtocol, WorkerSettings
+from worker.runtime.topics import admin_client, check_topics, configure_group
 from worker.serde import Codec, RawDecodeError, codec_for, raw_to_json
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ class Worker:
     def run(self) -> None:
         counts = check_topics(self.admin, self.settings)
         log.info("topics checked: %s", counts)
+        configure_group(self.admin, self.settings)
         self.producer = self.new_producer()
         self.follower = RegistryFollower(self.settings, self.registry)
         loaded = self.follower.catch_up(self.settings.restore_timeout_s)
@@ -210,19 +214,26 @@ class Worker:
         return producer
 
     def new_consumer(self) -> Consumer:
-        return Consumer(
-            {
-                **self.settings.kafka_config(),
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "group.id": self.settings.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                # Only committed outputs of the split stage are read, and offset fetches wait for
-                # pending transactional offsets to resolve (KIP-447).
-                "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
-            }
-        )
+        settings = self.settings
+        config: dict[str, Any] = {
+            **settings.kafka_config(),
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # Only committed outputs of the split stage are read, and offset fetches wait for
+            # pending transactional offsets to resolve (KIP-447).
+            "isolation.level": "read_committed",
+        }
+        if settings.group_protocol is GroupProtocol.CONSUMER:
+            config.update({"group.protocol": "consumer", "group.remote.assignor": "range"})
+        else:
+            config["partition.assignment.strategy"] = "cooperative-sticky"
+            if settings.session_timeout_ms is not None:
+                config["session.timeout.ms"] = settings.session_timeout_ms
+            if settings.heartbeat_interval_ms is not None:
+                config["heartbeat.interval.ms"] = settings.heartbeat_interval_ms
+        return Consumer(config)
 
     # ---- processing ---------------------------------------------------------------------------
     def handle(self, message: Message) -> None:

@@ -32,6 +32,19 @@ class Guarantee(StrEnum):
     AT_LEAST_ONCE = "at-least-once"
 
 
+class GroupProtocol(StrEnum):
+    # KIP-848 (Kafka >= 4.0): the broker assigns with its range assignor, so partition N of the
+    # raw and the by-user topic go to the same member and each topic is balanced on its own.
+    CONSUMER = "consumer"
+    # The pre-4.0 protocol, cooperative-sticky: balances the count of partitions over both topics
+    # together, so one instance may own every by-user (stateful) partition.
+    CLASSIC = "classic"
+
+
+# librdkafka settings that are group settings on the broker under the KIP-848 protocol.
+GROUP_SIDE_KAFKA_KEYS = {"session.timeout.ms": "session_timeout_ms", "heartbeat.interval.ms": "heartbeat_interval_ms"}
+
+
 class Format(StrEnum):
     JSON = "json"
     AVRO = "avro"
@@ -67,6 +80,12 @@ class WorkerSettings(BaseSettings):
     commit_interval_ms: int = Field(default=100, ge=1)
     commit_every_messages: int = Field(default=5000, ge=1)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    group_protocol: GroupProtocol = GroupProtocol.CONSUMER
+    # How long a silent member keeps its partitions, and how often members heartbeat. None: the
+    # broker's (KIP-848) or librdkafka's (classic) default. Under KIP-848 the worker sets them on
+    # its group at start (the broker's group.consumer.min/max.* bound them).
+    session_timeout_ms: int | None = Field(default=None, ge=1000)
+    heartbeat_interval_ms: int | None = Field(default=None, ge=100)
     skip_split: bool = False
     # Core rules (SPEC §2, §6)
     min_id_length: int = Field(default=5, ge=0)
@@ -115,6 +134,13 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"put {', '.join(sorted(leaked))} in kafka_secrets, not kafka")
         return self
 
+    @model_validator(mode="after")
+    def _group_settings_not_in_kafka(self) -> WorkerSettings:
+        for key, setting in GROUP_SIDE_KAFKA_KEYS.items():
+            if key in self.kafka:
+                raise ValueError(f"set {setting}, not kafka.{key} (a group setting under KIP-848)")
+        return self
+
     @property
     def exactly_once(self) -> bool:
         return self.guarantee is Guarantee.EXACTLY_ONCE
@@ -160,6 +186,8 @@ def as_flags(settings: WorkerSettings, names: set[str]) -> list[str]:
     """`--set` flags that give a child `experiment-worker run` these settings."""
     flags: list[str] = []
     for name, value in settings.model_dump(mode="json", include=names).items():
+        if value is None:
+            continue  # the default
         if name == "topics":
             flags += [part for topic, topic_name in value.items() for part in ("--set", f"topics.{topic}={topic_name}")]
         elif isinstance(value, dict | list):

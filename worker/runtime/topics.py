@@ -9,10 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
-from worker.errors import TopologyError
-from worker.runtime.settings import WorkerSettings
+from worker.errors import ConfigError, TopologyError
+from worker.runtime.settings import GroupProtocol, WorkerSettings
 
 WEEK_MS = 7 * 86_400_000
 
@@ -117,3 +124,31 @@ def describe_topics(admin: AdminClient, settings: WorkerSettings) -> list[str]:
            else "MISSING")
         for spec in specs
     ]
+
+
+def group_configs(settings: WorkerSettings) -> dict[str, int]:
+    """The group-level settings KIP-848 keeps on the broker, from `session_timeout_ms` and
+    `heartbeat_interval_ms` (a heartbeat a third of the session when only the session is set)."""
+    if settings.group_protocol is not GroupProtocol.CONSUMER or settings.session_timeout_ms is None:
+        heartbeat = settings.heartbeat_interval_ms if settings.group_protocol is GroupProtocol.CONSUMER else None
+        return {} if heartbeat is None else {"consumer.heartbeat.interval.ms": heartbeat}
+    heartbeat = settings.heartbeat_interval_ms or settings.session_timeout_ms // 3
+    return {"consumer.session.timeout.ms": settings.session_timeout_ms, "consumer.heartbeat.interval.ms": heartbeat}
+
+
+def configure_group(admin: AdminClient, settings: WorkerSettings) -> None:
+    """Set the group's session timeout and heartbeat on the broker (KIP-848); a refusal is a bad config."""
+    configs = group_configs(settings)
+    if not configs:
+        return
+    entries = [ConfigEntry(name, str(value), incremental_operation=AlterConfigOpType.SET)
+               for name, value in configs.items()]
+    resource = ConfigResource(ResourceType.GROUP, settings.group_id, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise ConfigError(
+                f"setting session_timeout_ms/heartbeat_interval_ms: the broker refused {configs} for group "
+                f"{settings.group_id}: {exc.args[0].str() if exc.args else exc} (or use group_protocol=classic)"
+            ) from None
