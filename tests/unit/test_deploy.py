@@ -236,3 +236,20 @@ def test_dockerfile_runs_the_worker_as_a_non_root_user() -> None:
     assert json.loads(first["ENTRYPOINT"]) == ["experiment-worker"]
     assert json.loads(first["CMD"]) == ["run"]
     assert re.search(r"pip install\b.*\s\.(\s|$)", dockerfile)
+
+
+def test_every_schema_file_ships_as_package_data() -> None:
+    """An installed worker (the Docker image) reads schemas/ through worker/schemas: the link must
+    point at schemas/, and pyproject's package-data globs must take every file in it."""
+    import fnmatch
+    import tomllib
+
+    from worker.serde.avro_schemas import SCHEMA_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    assert SCHEMA_DIR.resolve() == (root / "schemas").resolve()
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["worker"]
+    files = [path.relative_to(root).as_posix() for path in (root / "schemas").rglob("*") if path.is_file()]
+    assert files
+    unshipped = [name for name in files if not any(fnmatch.fnmatch(name, pattern) for pattern in globs)]
+    assert unshipped == []

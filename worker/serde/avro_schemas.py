@@ -19,7 +19,8 @@ from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canoni
 
 from worker.errors import ConfigError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# worker/schemas links to the repository's schemas/; a wheel holds a copy (package data).
+SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
 # The record kind (the name of its topic in the settings' `topics`) → the schema file's stem.
 SCHEMA_FILES = {
     "raw": "raw_event",
