@@ -23,6 +23,7 @@ from tests.integration.pipeline import (
     wait_for_outputs,
     worker_settings,
 )
+from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded, TopologyError
 from worker.loadgen import RawRecord, StreamGenerator
 from worker.runtime.metrics import Metrics
@@ -59,6 +60,40 @@ def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) 
     wait_for_outputs(settings, wanted)
     worker.stop()
     assert_same(settings, expected)
+
+
+def test_the_loop_keeps_running_while_a_partition_restores(kafka_bootstrap: str) -> None:
+    """A big partition restores in a thread: the loop (and the other partitions) do not wait for it."""
+    settings = worker_settings(kafka_bootstrap, partitions=2)
+    create_all_topics(settings)
+    users = 300_000
+    codec = codec_for("state", "json")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for number in range(users):
+        key = f"default/u:bulk-{number:06d}"
+        value = codec.encode(state_record("default", key, {"plan": "pro", "seats": number}, 1))
+        while True:
+            try:
+                producer.produce(settings.topics.state, key=key.encode(), value=value, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    worker = WorkerThread(settings).start()
+    deadline = time.monotonic() + 60
+    while 0 not in worker.worker.restorations:
+        assert time.monotonic() < deadline, "partition 0 never started restoring"
+        time.sleep(0.01)
+    loops = set()
+    while 0 in worker.worker.restorations and len(loops) < 3:
+        loops.add(worker.worker.last_loop)
+        time.sleep(0.05)
+    assert len(loops) >= 3, "the loop stood still while partition 0 restored"
+    while 0 not in worker.worker.stores:
+        assert time.monotonic() < deadline, "partition 0 was never installed"
+        time.sleep(0.05)
+    assert len(worker.worker.stores[0].state) == users
+    worker.stop()
 
 
 def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_a_stuck_loop_is_unhealthy_but_a_long_restore_is_not(endpoint: tuple[str
     stuck_since = time.monotonic() - 10.0
     state.last_loop = lambda: stuck_since
     assert get(f"{base}/healthz")[0] == 503
-    state.is_restoring = lambda: True  # the rebalance callback restores: the loop waits for it
+    state.is_restoring = lambda: True  # a loop blocked by a restore is not stuck
     assert get(f"{base}/healthz")[0] == 200
 
 

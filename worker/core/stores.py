@@ -85,6 +85,11 @@ class ExperimentRegistry:
         """A name admitted elsewhere (the registry topic, or `--state-in`): always kept."""
         self._committed.setdefault(project, set()).add(name)
 
+    def merge(self, other: ExperimentRegistry) -> None:
+        """Take the names another registry loaded (a restore that ran beside this one)."""
+        for project, names in other._committed.items():
+            self._committed.setdefault(project, set()).update(names)
+
     def commit(self) -> None:
         for project, names in self._pending.items():
             self._committed.setdefault(project, set()).update(names)

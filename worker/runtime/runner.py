@@ -11,6 +11,10 @@ gives partition N of the raw and the by-user topic to the same member and balanc
 its own, and a rebalance moves only the partitions it must, so the partitions that stay keep their
 in-memory state instead of restoring it again. `group_protocol=classic` (brokers before 4.0) uses
 cooperative-sticky, which is incremental too but balances both topics' partitions together.
+
+A newly assigned by-user partition is paused while a thread restores its state; the partitions
+already owned keep flowing meanwhile. When the restore is done the loop installs the stores,
+resumes the partition and seeks it to its committed offset.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter
 
 from worker.core.config import CoreConfig
@@ -38,7 +42,7 @@ from worker.core.stores import ExperimentRegistry
 from worker.errors import DlqLimitExceeded, KafkaFatalError
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.metrics import Metrics
-from worker.runtime.restore import RegistryFollower, restore_partition
+from worker.runtime.restore import RegistryFollower, RestoreResult, restore_partition
 from worker.runtime.settings import GroupProtocol, WorkerSettings
 from worker.runtime.topics import admin_client, check_topics, configure_group
 from worker.serde import Codec, RawDecodeError, codec_for, raw_to_json
@@ -74,6 +78,18 @@ class Batch:
         return [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.next.items()]
 
 
+@dataclass(slots=True)
+class Restoring:
+    """One partition's restore, in a thread of its own; the loop installs it when `done` is set."""
+
+    partition: int
+    stores: PartitionStores
+    names: ExperimentRegistry  # experiment property names found in the state, merged when installed
+    done: threading.Event = field(default_factory=threading.Event)
+    result: RestoreResult | None = None
+    error: BaseException | None = None
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, metrics: Metrics) -> None:
         self.settings = settings
@@ -88,7 +104,7 @@ class Worker:
         self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window, settings.dlq_max_consecutive)
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stopping = threading.Event()
-        self.restoring = 0
+        self.restorations: dict[int, Restoring] = {}
         self.running = False
         self.consumed = 0
         self.last_loop = time.monotonic()
@@ -138,6 +154,8 @@ class Worker:
         assert self.consumer is not None and self.follower is not None
         while not self.stopping.is_set():
             self.last_loop = time.monotonic()
+            if self.restorations:
+                self.install_restored()
             messages = self.consumer.consume(num_messages=1000, timeout=0.05)
             if messages:
                 with self.metrics.batch_seconds.time():
@@ -192,8 +210,12 @@ class Worker:
         return sum(stores.dedupe.prune(lambda first_seen: first_seen >= horizon) for stores in self.stores.values())
 
     @property
+    def restoring(self) -> int:
+        return len(self.restorations)
+
+    @property
     def ready(self) -> bool:
-        return self.running and self.restoring == 0
+        return self.running and not self.restorations
 
     # ---- clients ------------------------------------------------------------------------------
     def new_producer(self) -> Producer:
@@ -249,9 +271,13 @@ class Worker:
         if not self.batch.messages:
             self.batch.started = time.monotonic()
         if self.settings.skip_split:  # producers key by user key: split and process in one step
+            if partition in self.restorations:
+                return  # fetched before the pause took: the seek at resume reads it again
             for user_event in self.split(message):
                 self.process(user_event, partition)
         elif topic == self.settings.topics.by_user:
+            if partition in self.restorations:
+                return  # fetched before the pause took: the seek at resume reads it again
             self.process_by_user(message, partition)
         else:
             for user_event in self.split(message):
@@ -479,31 +505,60 @@ class Worker:
 
     # ---- rebalance ----------------------------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the new partitions; pause each by-user one while a thread restores its state."""
         self.metrics.rebalances.labels("assigned").inc()
-        keyed = [tp.partition for tp in partitions if tp.topic == self.keyed_topic]
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
-        self.restoring += len(keyed)
+        consumer.incremental_assign(partitions)
+        keyed = [tp for tp in partitions if tp.topic == self.keyed_topic]
+        if not keyed:
+            return
+        consumer.pause(keyed)
+        for tp in keyed:
+            job = Restoring(tp.partition, PartitionStores(), ExperimentRegistry(self.config.experiment_property_limit))
+            self.restorations[tp.partition] = job
+            threading.Thread(target=self.restore, args=(job,), name=f"restore-{tp.partition}", daemon=True).start()
         self.metrics.ready.set(0)
-        self.metrics.restoring_partitions.set(self.restoring)
-        try:
-            for partition in keyed:
-                self.restore(partition)
-                self.restoring -= 1
-                self.metrics.restoring_partitions.set(self.restoring)
-        finally:
-            self.restoring = 0
-            self.metrics.ready.set(1)
+        self.metrics.restoring_partitions.set(len(self.restorations))
 
-    def restore(self, partition: int) -> None:
-        stores = PartitionStores()
-        with self.metrics.restore_seconds.time():
-            result = restore_partition(self.settings, self.admin, partition, stores, self.registry,
-                                       self.codecs["state"])
-        self.metrics.restore_records.labels(self.settings.topics.state).inc(result.state_records)
-        self.metrics.restore_records.labels(self.settings.topics.dedupe).inc(result.dedupe_records)
-        self.stores[partition] = stores
-        log.info("restored partition %d: %d state and %d dedupe records in %.2f s", partition,
-                 result.state_records, result.dedupe_records, result.seconds)
+    def restore(self, job: Restoring) -> None:
+        """Thread body: read the partition's changelogs into the job's own stores and registry."""
+        try:
+            job.result = restore_partition(self.settings, self.admin, job.partition, job.stores, job.names,
+                                           self.codecs["state"])
+        except BaseException as exc:  # raised in the loop by install_restored
+            job.error = exc
+        finally:
+            job.done.set()
+
+    def install_restored(self) -> None:
+        """Install finished restores: stores in, names merged, partition resumed at its committed offset."""
+        assert self.consumer is not None
+        for partition, job in list(self.restorations.items()):
+            if not job.done.is_set():
+                continue
+            if job.error is not None:
+                raise KafkaFatalError(f"restore of partition {partition}: {job.error}") from job.error
+            tp = TopicPartition(self.keyed_topic, partition)
+            try:
+                committed = self.consumer.committed([tp], timeout=TRANSACTION_CALL_TIMEOUT_S)[0].offset
+            except KafkaException as exc:
+                log.warning("partition %d restored, but its committed offset is unknown (%s); retrying", partition, exc)
+                continue
+            del self.restorations[partition]
+            self.stores[partition] = job.stores
+            self.registry.merge(job.names)
+            self.consumer.resume([tp])
+            # Explicitly: a pause right after assignment may drop the start offset (librdkafka#2190).
+            self.consumer.seek(TopicPartition(tp.topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
+            assert job.result is not None
+            self.metrics.restore_seconds.observe(job.result.seconds)
+            self.metrics.restore_records.labels(self.settings.topics.state).inc(job.result.state_records)
+            self.metrics.restore_records.labels(self.settings.topics.dedupe).inc(job.result.dedupe_records)
+            log.info("restored partition %d: %d state and %d dedupe records in %.2f s; resuming at offset %d",
+                     partition, job.result.state_records, job.result.dedupe_records, job.result.seconds, committed)
+        self.metrics.restoring_partitions.set(len(self.restorations))
+        if not self.restorations:
+            self.metrics.ready.set(1)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit before the partitions go, so their next owner restores every change."""
@@ -524,8 +579,12 @@ class Worker:
         for tp in partitions:
             if tp.topic == self.keyed_topic:
                 self.stores.pop(tp.partition, None)
+                self.restorations.pop(tp.partition, None)  # its thread finishes; nobody installs it
                 remove_series(self.metrics.users_in_state, str(tp.partition))
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
+        self.metrics.restoring_partitions.set(len(self.restorations))
+        if not self.restorations:
+            self.metrics.ready.set(1)
 
 
 def remove_series(family: Any, *labels: str) -> None:
