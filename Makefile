@@ -11,7 +11,7 @@ CHECK := $(SHARED)/conformance/check.py
 DISPUTES :=
 
 .PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench \
-	prometheus clean
+	bench-setup prometheus clean
 
 help:
 	@echo "make run    set up, start the local Kafka broker, run the worker on a demo stream, print a summary"
@@ -74,6 +74,18 @@ prometheus: setup tools
 
 bench: kafka-up
 	$(BIN)/python -m benchmarks.run
+
+# Quix Streams (benchmarks/quix.py) in its own venv: it needs an older confluent-kafka and pydantic than
+# constraints.txt pins, so it never enters .venv (nor `make test`); constraints-bench.txt pins that venv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+$(BENCH_STAMP): pyproject.toml constraints-bench.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-bench.txt -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench-setup: $(BENCH_STAMP)
 
 clean:
 	-$(BIN)/python -m worker.runtime.local_broker down
