@@ -506,3 +506,17 @@ def test_processing_error_while_judging_an_event_costs_only_that_event(monkeypat
     assert "RuntimeError: bug" in record.detail
     assert orjson.loads(record.payload) == {"api_key": "k", "events": [event(boom=True)]}
     assert [r.reason for r in replay(record).rejected] == [reasons.PROCESSING_ERROR]
+
+
+def test_json_too_large_and_nested_past_the_decoder_limit_is_payload_too_large() -> None:
+    # orjson stops at 1024 levels; such a value is still JSON, so the size check (before the
+    # depth check in §2) decides. It used to come out as malformed_json.
+    deep = b"[" * 2000 + b"]" * 2000
+    padding = b'"' + b"x" * CONFIG.max_message_bytes + b'"'
+    value = b'{"events":[{"event_type":"click","user_id":"user-1","p":' + deep + b',"q":' + padding + b"}]}"
+    assert outcome(value) == [(reasons.PAYLOAD_TOO_LARGE, None)]
+    assert outcome(b'{"events":[{"event_type":"click","user_id":"user-1","p":' + deep + b"}]}") == [
+        (reasons.INVALID_EVENT, None)
+    ]
+    # Not JSON before the decoder's depth limit: malformed_json comes first, too large or not.
+    assert outcome(b"[" * 100 + b"}" + b" " * CONFIG.max_message_bytes) == [(reasons.MALFORMED_JSON, None)]

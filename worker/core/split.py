@@ -77,9 +77,11 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
     try:
         decoded: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc) and not too_large:
+        if "depth limit" not in str(exc):
+            return Rejection(reasons.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
+        # JSON nested past orjson's 1024 levels: the size check comes before the depth check (§2).
+        if not too_large:
             return Rejection(reasons.INVALID_EVENT, f"nesting deeper than {config.max_depth}: {exc}")
-        return Rejection(reasons.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
     if too_large:
         return Rejection(
             reasons.PAYLOAD_TOO_LARGE, f"{len(value)} bytes is over the {config.max_message_bytes} byte limit"

@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaErr
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from worker.runtime.restore import restore_consumer
-from worker.runtime.runner import message_headers
+from worker.runtime.runner import coordinates, message_headers
 from worker.runtime.settings import WorkerSettings
 from worker.serde import codec_for
 
@@ -118,6 +118,16 @@ def dlq_stats(settings: WorkerSettings) -> Counter[str]:
     return Counter(record["reason"] for _, record in dlq_records(settings))
 
 
+def dlq_end_offsets(settings: WorkerSettings) -> dict[int, int]:
+    topic = settings.topics.dlq
+    consumer = reader(settings)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
 def dlq_replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> int:
     """Republish DLQ payloads to the raw topic with their original key and headers."""
     import base64
@@ -127,8 +137,12 @@ def dlq_replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> i
     producer = None if dry_run else Producer({**settings.kafka_config(), "partitioner": "murmur2_random",
                                               "bootstrap.servers": settings.bootstrap_servers})
     replayed = 0
+    # Only the records in the DLQ when the replay starts: a running worker rejects the replayed
+    # units again, and those new records must not be read (and replayed) by this same scan.
+    ends = dlq_end_offsets(settings)
     for message, record in dlq_records(settings):
-        if reason is not None and record["reason"] != reason:
+        _, partition, offset = coordinates(message)
+        if offset >= ends.get(partition, 0) or (reason is not None and record["reason"] != reason):
             continue
         replayed += 1
         if producer is not None:
