@@ -11,6 +11,7 @@ to it. A crashed owner's transaction therefore delays the restore until the brok
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from worker.core.processor import PartitionStores, restore_user
 from worker.core.stores import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.topics import admin_client
 from worker.serde import Codec
 
 log = logging.getLogger(__name__)
@@ -52,12 +54,16 @@ def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
 
 def stable_end(admin: AdminClient, tp: TopicPartition) -> int | None:
     """The end offset when no transaction is open on the partition, else None."""
+    stable, high = ends(admin, tp)
+    return stable if stable == high else None
+
+
+def ends(admin: AdminClient, tp: TopicPartition) -> tuple[int, int]:
+    """(last stable offset, high watermark) of a partition."""
     query = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
     committed = admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED)
     uncommitted = admin.list_offsets(query, isolation_level=IsolationLevel.READ_UNCOMMITTED)
-    stable = next(iter(committed.values())).result().offset
-    high = next(iter(uncommitted.values())).result().offset
-    return int(stable) if stable == high else None
+    return int(next(iter(committed.values())).result().offset), int(next(iter(uncommitted.values())).result().offset)
 
 
 def restore_partition(
@@ -68,43 +74,71 @@ def restore_partition(
     registry: ExperimentRegistry,
     codec: Codec,
 ) -> RestoreResult:
-    """Fill `stores` from partition `partition` of the state and dedupe topics."""
+    """Fill `stores` from partition `partition` of the state and dedupe topics.
+
+    A consumer error (a broker restart) starts a new consumer at the positions read so far:
+    librdkafka can keep failing a fetch with FENCED_LEADER_EPOCH after the leader's epoch moved
+    on (librdkafka#4620), and a new consumer asks for fresh metadata.
+    """
     started = time.monotonic()
     result = RestoreResult(partition)
     topics = settings.topics
     pending = {(topics.state, partition), (topics.dedupe, partition)}
-    consumer = restore_consumer(settings, "restore")
+    positions: dict[tuple[str, int], int] = {}  # next offset to read, per changelog partition
+    consumer = start_reading(settings, pending, positions)
     try:
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in pending])
         deadline = started + settings.restore_timeout_s
         reported = started
         while pending:
             if time.monotonic() - reported >= PROGRESS_EVERY_S:
                 reported = time.monotonic()
-                log.info("restoring partition %d: %d state and %d dedupe records so far, waiting on %s",
-                         partition, result.state_records, result.dedupe_records, sorted(pending))
-            messages = consumer.consume(num_messages=5000, timeout=0.2)
-            idle = True
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaFatalError(f"restore of partition {partition}: {error}")
-                    continue
-                idle = False
-                if message.topic() == topics.state:
-                    load_state(message.key(), message.value(), stores, registry, codec)
-                    result.state_records += 1
-                else:
-                    load_dedupe(message.key(), message.value(), stores)
-                    result.dedupe_records += 1
-            if idle or not messages:
-                pending = {tp for tp in pending if not caught_up(consumer, admin, tp)}
+                seen: dict[tuple[str, int], tuple[int, ...]] = {key: (positions.get(key, 0),) for key in pending}
+                with contextlib.suppress(KafkaException):
+                    seen = {key: (read_to(consumer, key, positions), *ends(admin, TopicPartition(*key)))
+                            for key in pending}
+                log.info("restoring partition %d: %d state and %d dedupe records so far; (read to, stable end, end) "
+                         "of what it waits on: %s", partition, result.state_records, result.dedupe_records, seen)
             if pending and time.monotonic() > deadline:
                 raise KafkaFatalError(
                     f"restore of partition {partition} did not reach a stable end in {settings.restore_timeout_s} s "
                     f"(waiting on {sorted(pending)}; an open transaction of a previous owner?)"
                 )
+            messages = consumer.consume(num_messages=5000, timeout=0.2)
+            failed, idle = None, True
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaFatalError(f"restore of partition {partition}: {error}")
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        failed = error
+                    continue
+                idle = False
+                key = (message.topic() or "", message.partition() or 0)
+                positions[key] = (message.offset() or 0) + 1
+                if key[0] == topics.state:
+                    load_state(message.key(), message.value(), stores, registry, codec)
+                    result.state_records += 1
+                else:
+                    load_dedupe(message.key(), message.value(), stores)
+                    result.dedupe_records += 1
+            if failed is not None:
+                log.warning("restoring partition %d: %s; reading on with a new consumer", partition, failed)
+                consumer.close()
+                time.sleep(0.5)
+                consumer = start_reading(settings, pending, positions)
+                continue
+            if idle:  # at the end of what is there: is it the stable end?
+                try:
+                    pending = {key for key in pending if not caught_up(admin, key, read_to(consumer, key, positions))}
+                except KafkaException as exc:  # the broker is away: ask again, until the deadline
+                    if exc.args[0].fatal():
+                        raise
+                    # A new client: an old one can fail ListOffsets with FENCED_LEADER_EPOCH for good
+                    # after a leader change (librdkafka#4620).
+                    log.warning("restoring partition %d: %s; asking again with a new admin client", partition, exc)
+                    time.sleep(0.5)
+                    admin = admin_client(settings)
     except KafkaException as exc:
         raise KafkaFatalError(f"restore of partition {partition}: {exc}") from exc
     finally:
@@ -114,12 +148,25 @@ def restore_partition(
     return result
 
 
-def caught_up(consumer: Consumer, admin: AdminClient, key: tuple[str, int]) -> bool:
-    tp = TopicPartition(*key)
-    end = stable_end(admin, tp)
+def start_reading(
+    settings: WorkerSettings, keys: set[tuple[str, int]], positions: dict[tuple[str, int], int]
+) -> Consumer:
+    consumer = restore_consumer(settings, "restore")
+    consumer.assign([TopicPartition(t, p, positions.get((t, p), OFFSET_BEGINNING)) for t, p in keys])
+    return consumer
+
+
+def read_to(consumer: Consumer, key: tuple[str, int], positions: dict[tuple[str, int], int]) -> int:
+    """The next offset to read: the consumer's position counts the transaction markers after the
+    last record, which a read_committed consumer never returns."""
+    position = consumer.position([TopicPartition(*key)])[0].offset
+    return max(position, positions.get(key, 0))
+
+
+def caught_up(admin: AdminClient, key: tuple[str, int], position: int) -> bool:
+    end = stable_end(admin, TopicPartition(*key))
     if end is None:
         return False
-    position = consumer.position([tp])[0].offset
     return end == 0 or position >= end
 
 

@@ -20,6 +20,7 @@ resumes the partition and seeks it to its committed offset.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import signal
 import threading
@@ -40,7 +41,7 @@ from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
 from worker.core.split import split_message
 from worker.core.stores import ExperimentRegistry
 from worker.errors import DlqLimitExceeded, KafkaFatalError
-from worker.runtime.kafka_errors import ErrorClass, classify
+from worker.runtime.kafka_errors import CallHung, ErrorClass, bounded, classify
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RegistryFollower, RestoreResult, restore_partition
 from worker.runtime.settings import GroupProtocol, WorkerSettings
@@ -50,6 +51,7 @@ from worker.serde import Codec, RawDecodeError, codec_for, raw_to_json
 log = logging.getLogger(__name__)
 FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES[FLAG_KEY], RENAMED_PROPERTIES[VARIANT]
 TRANSACTION_CALL_TIMEOUT_S = 30.0
+HUNG_MARGIN_S = 10.0  # past its own timeout, a transactional call is taken as hung
 PRUNE_EVERY_S = 60.0
 LAG_EVERY_S = 5.0
 # Dedupe entries are kept this long past the window, so ingestion times that run a little
@@ -149,6 +151,7 @@ class Worker:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack to stderr
 
     def loop(self) -> None:
         assert self.consumer is not None and self.follower is not None
@@ -440,12 +443,17 @@ class Worker:
                 if not self.batch.in_transaction:
                     self.producer.begin_transaction()
                     self.batch.in_transaction = True
-                self.producer.send_offsets_to_transaction(
-                    self.batch.offsets(), self.consumer.consumer_group_metadata(), TRANSACTION_CALL_TIMEOUT_S
-                )
-                self.producer.commit_transaction(TRANSACTION_CALL_TIMEOUT_S)
+                offsets, group = self.batch.offsets(), self.consumer.consumer_group_metadata()
+                hung_after = TRANSACTION_CALL_TIMEOUT_S + HUNG_MARGIN_S
+                bounded(hung_after, "send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
+                        offsets, group, TRANSACTION_CALL_TIMEOUT_S)
+                bounded(hung_after, "commit_transaction", self.producer.commit_transaction, TRANSACTION_CALL_TIMEOUT_S)
                 self.committed()
                 return True
+            except CallHung as exc:
+                log.error("%s: abandoning this producer for a new one (librdkafka#5456)", exc)
+                self.abort(recreate=True)
+                return False
             except KafkaException as exc:
                 kind = classify(exc)
                 log.warning("commit failed (%s, attempt %d): %s", kind.value, attempt + 1, exc)

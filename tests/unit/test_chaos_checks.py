@@ -1,0 +1,70 @@
+"""The stress suite's own checks: the record diff must see every kind of damage, the schedule is
+seeded, and a hung librdkafka call is cut off."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from worker.chaos import ChaosPlan, diff
+from worker.runtime.kafka_errors import CallHung, bounded
+from worker.verify import Outputs
+
+
+def outputs(events: list[dict[str, object]], state: dict[str, object] | None = None) -> Outputs:
+    return Outputs(events={"u1": events}, deltas={}, dlq=[("invalid_time", 0, 1, b"x")],
+                   state=state or {"u1": {"a": 1}})
+
+
+E1, E2, E3 = {"insert_id": "1"}, {"insert_id": "2"}, {"insert_id": "3"}
+
+
+def test_identical_outputs_have_no_damage() -> None:
+    assert diff(outputs([E1, E2]), outputs([E1, E2])) == (0, 0, 0)
+
+
+def test_a_missing_record_is_lost() -> None:
+    assert diff(outputs([E1, E2]), outputs([E1])) == (1, 0, 0)
+
+
+def test_a_repeated_record_is_duplicated() -> None:
+    assert diff(outputs([E1, E2]), outputs([E1, E2, E2])) == (0, 1, 0)
+
+
+def test_an_unexpected_record_or_state_or_order_is_wrong() -> None:
+    assert diff(outputs([E1, E2]), outputs([E1, E2, E3])) == (0, 0, 1)
+    assert diff(outputs([E1, E2]), outputs([E2, E1])) == (0, 0, 2)
+    assert diff(outputs([E1]), outputs([E1], state={"u1": {"a": 2}})) == (0, 0, 1)
+
+
+def test_dlq_records_are_counted_too() -> None:
+    expected, got = outputs([E1]), outputs([E1])
+    got.dlq = []
+    assert diff(expected, got) == (1, 0, 0)
+
+
+def test_the_schedule_is_seeded_and_holds_every_fault() -> None:
+    plan = ChaosPlan(seed=3, kills=3, leaves=1, zombies=1, broker_sigterms=1, broker_sigkills=1, duration_s=70)
+    schedule = plan.schedule()
+    assert schedule == ChaosPlan(seed=3, kills=3, leaves=1, zombies=1, broker_sigterms=1, broker_sigkills=1,
+                                 duration_s=70).schedule()
+    assert sorted(action for _, action in schedule) == sorted(
+        ["kill"] * 3 + ["leave", "zombie", "broker-term", "broker-kill"])
+    assert all(0 < at < 70 for at, _ in schedule)
+
+
+def test_bounded_returns_the_result_or_raises_the_error() -> None:
+    assert bounded(1.0, "add", lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(ZeroDivisionError):
+        bounded(1.0, "divide", lambda: 1 / 0)
+
+
+def test_bounded_cuts_off_a_call_that_hangs() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(CallHung, match="stuck did not return within"):
+        bounded(0.2, "stuck", release.wait)
+    assert time.monotonic() - started < 5
+    release.set()
