@@ -10,7 +10,7 @@ CHECK := $(SHARED)/conformance/check.py
 # Cases believed to contradict SPEC.md (see the comment above each; none so far).
 DISPUTES :=
 
-.PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench \
+.PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench chaos \
 	bench-setup prometheus clean
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make kafka-up | kafka-down | kafka-status   the local single-node KRaft broker"
 	@echo "make prometheus  a local Prometheus scraping a worker on :9108 with the alert rules"
 	@echo "make bench  throughput and latency figures, as ratios against baselines run in the same process"
+	@echo "make chaos  the long stress suite (~12 min): kills, rebalances, zombies, broker restarts; 0 lost, 0 duplicated"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +72,12 @@ run: kafka-up
 
 prometheus: setup tools
 	$(BIN)/python -m worker.runtime.prometheus_local --target 127.0.0.1:9108 --rules deploy/prometheus/alerts.yml
+
+# The long form of tests/integration/test_chaos.py, on a broker of its own (it restarts it).
+CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --leaves 6 \
+	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --finish-timeout-s 600
+chaos: jars
+	$(BIN)/python -m worker.chaos $(CHAOS_FLAGS)
 
 bench: kafka-up
 	$(BIN)/python -m benchmarks.run

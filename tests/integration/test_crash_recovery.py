@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,17 +20,10 @@ from tests.integration.pipeline import (
     wait_for_outputs,
     worker_settings,
 )
+from worker.chaos import worker_command
 from worker.loadgen import StreamGenerator
-from worker.runtime.settings import WorkerSettings, as_flags
 
 KILLS = 3
-
-
-def worker_command(settings: WorkerSettings) -> list[str]:
-    names = {"bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
-             "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol",
-             "session_timeout_ms", "heartbeat_interval_ms"}
-    return [sys.executable, "-m", "worker.cli", "run", *as_flags(settings, names), "--set", "metrics_port=0"]
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -436,17 +436,10 @@ def start_once(java: str, lib_dir: Path, data_root: Path, port: int | None, tie_
     try:
         properties = data_dir / "server.properties"
         properties.write_text(render_server_properties(broker_port, controller_port, data_dir / "logs"))
-        java_command = [
-            java,
-            *JVM_OPTIONS,
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-            f"-Dkafka.logs.dir={data_dir}",
-            "-cp",
-            f"{lib_dir}/*",
-        ]
-        format_storage(java_command, data_dir, properties)
+        command = java_command(java, lib_dir, data_dir)
+        format_storage(command, data_dir, properties)
         format_s = time.monotonic() - started
-        process = launch([*java_command, "kafka.Kafka", str(properties)], data_dir, tie_to_caller)
+        process = launch([*command, "kafka.Kafka", str(properties)], data_dir, tie_to_caller)
         broker = LocalBroker(
             f"127.0.0.1:{broker_port}",
             process.pid,
@@ -466,6 +459,34 @@ def start_once(java: str, lib_dir: Path, data_root: Path, port: int | None, tie_
     return broker
 
 
+def java_command(java: str, lib_dir: Path, data_dir: Path) -> list[str]:
+    return [
+        java,
+        *JVM_OPTIONS,
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        f"-Dkafka.logs.dir={data_dir}",
+        "-cp",
+        f"{lib_dir}/*",
+    ]
+
+
+def restart(broker: LocalBroker, signum: signal.Signals = signal.SIGTERM, down_s: float = 0.0) -> None:
+    """Stop `broker` with `signum` (SIGTERM: a controlled shutdown; SIGKILL: a crash), leave it down
+    for `down_s`, then start it again on the same data dir and ports. For the chaos suite."""
+    signal_group(broker.pid, signum)
+    if not wait_gone(broker, STOP_TIMEOUT_S):
+        signal_group(broker.pid, signal.SIGKILL)
+        wait_gone(broker, 5.0)
+    time.sleep(down_s)
+    started = time.monotonic()
+    properties = broker.data_dir / "server.properties"
+    command = java_command(require_java(), fetch_jars(), broker.data_dir)
+    process = launch([*command, "kafka.Kafka", str(properties)], broker.data_dir, tie_to_caller=True, append=True)
+    broker.pid, broker.process = process.pid, process
+    write_json(broker.data_dir / BROKER_RECORD, broker.record())
+    wait_ready(broker, started + READY_TIMEOUT_S)
+
+
 def format_storage(java_command: list[str], data_dir: Path, properties: Path) -> None:
     command = [
         *java_command,
@@ -483,8 +504,10 @@ def format_storage(java_command: list[str], data_dir: Path, properties: Path) ->
         raise LocalBrokerError(f"formatting the data dir failed (exit {result.returncode}):\n{output}")
 
 
-def launch(command: list[str], data_dir: Path, tie_to_caller: bool) -> subprocess.Popen[bytes]:
-    with (data_dir / BROKER_OUTPUT).open("wb") as output:
+def launch(
+    command: list[str], data_dir: Path, tie_to_caller: bool, append: bool = False
+) -> subprocess.Popen[bytes]:
+    with (data_dir / BROKER_OUTPUT).open("ab" if append else "wb") as output:
         return subprocess.Popen(
             command,
             cwd=data_dir,
