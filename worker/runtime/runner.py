@@ -241,6 +241,9 @@ class Worker:
     def new_consumer(self) -> Consumer:
         settings = self.settings
         config: dict[str, Any] = {
+            # A read_committed fetch waits for data below the last stable offset; librdkafka's 500 ms
+            # default then adds up to half a second per stage to the end-to-end latency.
+            "fetch.wait.max.ms": 100,
             **settings.kafka_config(),
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": settings.group_id,
