@@ -80,6 +80,7 @@ chaos: jars
 	$(BIN)/python -m worker.chaos $(CHAOS_FLAGS)
 
 bench: kafka-up
+	-$(MAKE) --no-print-directory bench-setup  # without it the table has no Quix row, and says why
 	$(BIN)/python -m benchmarks.run
 
 # Quix Streams (benchmarks/quix.py) in its own venv: it needs an older confluent-kafka and pydantic than

@@ -1,48 +1,98 @@
-"""End-to-end throughput on the real broker, as a ratio against a plain transactional copy.
+"""End-to-end throughput on the real broker, every system on the same raw topic in one run.
 
-Not a test: `python -m benchmarks.e2e [--events N]`. In one process, on one broker, on the same
-raw topic: (1) a plain confluent-kafka transactional consume→produce copy of the raw topic (the
-ceiling for Python on this transport), (2) the worker, exactly-once, (3) process-file without
-Kafka. Prints events/s for each and the ratios.
+(1) a plain confluent-kafka transactional consume→produce copy of the raw topic (the ceiling for
+Python on this transport), (2) Quix Streams doing the worker's job (benchmarks/quix.py, when
+`make bench-setup` could install it), (3) the worker (`experiment-worker run` processes),
+exactly-once and at-least-once, then as 1 and as 2 processes in one group (scaling), (4)
+process-file on the same records without Kafka. A worker run is done when its group has committed the whole
+raw topic and the whole by-user topic (read_committed ends), so nothing depends on output counts.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import json
+import subprocess
 import tempfile
-import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer
-from prometheus_client import CollectorRegistry
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from worker.loadgen import StreamGenerator
+from benchmarks.loadgen import START_MS, BenchStream
+from worker.chaos import worker_command
 from worker.offline import process_file
-from worker.runtime.local_broker import recorded_broker, start_broker
-from worker.runtime.metrics import Metrics
-from worker.runtime.runner import Worker
+from worker.runtime.ops import consumer_lag
 from worker.runtime.settings import WorkerSettings, load_settings
 from worker.runtime.topics import admin_client, create_topics
-from worker.verify import produce_raw
+
+PARTITIONS = 6  # 2 processes on 2 cores get 3 each
+SUBSCRIBING = "experiment-property registry:"  # the worker's last log line before it subscribes
 
 
-def settings_for(bootstrap: str, prefix: str, **overrides: object) -> WorkerSettings:
+def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSettings:
     topics = {name: f"{prefix}.{name}" for name in
               ("raw", "by_user", "enriched", "deltas", "state", "dlq", "registry", "dedupe")}
-    return load_settings(bootstrap_servers=bootstrap, group_id=f"{prefix}.worker", instance_id="bench",
-                         topics=topics, partitions=3, metrics_port=0, dlq_max_ratio=1.0, **overrides)
+    base: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": f"{prefix}.worker", "instance_id": "bench",
+                            "topics": topics, "partitions": PARTITIONS, "metrics_port": 0, "dlq_max_ratio": 1.0}
+    return load_settings(**{**base, **overrides})
+
+
+@dataclass
+class Workload:
+    """The bench stream (benchmarks/loadgen.py) as process-file input and as raw Kafka messages."""
+
+    path: Path
+    events: int
+    messages: list[tuple[bytes, int, list[tuple[str, bytes]]]]  # value, timestamp, headers
+
+    @classmethod
+    def generate(cls, events: int, users: int, workdir: Path, seed: int = 20_261_124) -> Workload:
+        path = workdir / "raw.jsonl"
+        stream, total, messages = BenchStream(seed, users), 0, []
+        with path.open("wb") as out:
+            for line, count in stream.lines():
+                if total >= events:
+                    break
+                out.write(line)
+                total += count
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:  # a lone surrogate (invalid UTF-8 on the wire): json keeps it
+                    record = json.loads(line)
+                value = record["value_raw"].encode("utf-8", "surrogateescape") if "value_raw" in record \
+                    else orjson.dumps(record["value"])
+                headers = [(k, v.encode()) for k, v in record.get("headers", {}).items()]
+                messages.append((value, int(record["timestamp"]), headers))
+        return cls(path, total, messages)
+
+    def produce(self, bootstrap: str, topic: str) -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1 << 20,
+                             "compression.type": "lz4"})
+        for value, timestamp, headers in self.messages:
+            while True:
+                try:
+                    producer.produce(topic, value=value, timestamp=timestamp, headers=headers or None)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        assert producer.flush(120) == 0
+
+
+def new_raw_topic(settings: WorkerSettings, workload: Workload) -> None:
+    create_topics(admin_client(settings), settings)
+    workload.produce(settings.bootstrap_servers, settings.topics.raw)
 
 
 def copy_baseline(settings: WorkerSettings, messages: int) -> float:
     """Seconds for a transactional consume→produce copy of every raw message."""
     out = settings.topics.raw + ".copy"
-    admin = admin_client(settings)
-    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-
+    admin = admin_client(settings)  # held until the futures are done
     for future in admin.create_topics([NewTopic(out, settings.partitions, 1)]).values():
         future.result()
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"copy-{uuid.uuid4().hex[:6]}",
@@ -60,7 +110,7 @@ def copy_baseline(settings: WorkerSettings, messages: int) -> float:
             if not in_txn:
                 producer.begin_transaction()
                 in_txn, batch_started = True, time.monotonic()
-            producer.produce(out, key=message.key(), value=message.value())
+            producer.produce(out, key=message.key(), value=message.value(), headers=message.headers())
             copied += 1
         if in_txn and (time.monotonic() - batch_started >= 0.1 or copied >= messages):
             producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
@@ -72,64 +122,56 @@ def copy_baseline(settings: WorkerSettings, messages: int) -> float:
     return elapsed
 
 
-def worker_run(settings: WorkerSettings, expected_events: int) -> float:
-    """Seconds until the worker has produced every expected enriched event and committed."""
-    registry = CollectorRegistry()
-    worker = Worker(settings, Metrics(registry))
-    thread = threading.Thread(target=worker.run, daemon=True)
+def caught_up(settings: WorkerSettings) -> bool:
+    """The group has committed the raw topic to its end, and the by-user topic to its end (up to
+    the commit marker after its last record), so every output is committed."""
+    rows = consumer_lag(settings, admin_client(settings))
+    raw = [row for row in rows if row[0] == settings.topics.raw]
+    by_user = [row for row in rows if row[0] == settings.topics.by_user]
+    return (bool(raw) and all(row[4] == 0 for row in raw)
+            and sum(row[3] for row in by_user) > 0 and all(row[4] <= 1 for row in by_user))
+
+
+def wait_caught_up(settings: WorkerSettings, timeout_s: float, alive: Any = None) -> float:
+    """Seconds until `caught_up`, polling every 0.2 s."""
     started = time.monotonic()
-    thread.start()
-    labels = {"topic": settings.topics.enriched}
-    while (registry.get_sample_value("experiment_worker_records_out_total", labels) or 0) < expected_events:
-        time.sleep(0.05)
-    while worker.batch.messages:
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
-    worker.stop()
-    thread.join(60)
-    return elapsed
+    while not caught_up(settings):
+        if time.monotonic() - started > timeout_s or (alive is not None and not alive()):
+            raise RuntimeError(f"the worker did not finish within {timeout_s:.0f} s (or died)")
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    broker = None
-    recorded = recorded_broker()  # `make kafka-up`'s broker, when there is one
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (recorded.bootstrap if recorded else None)
-    if not bootstrap:
-        broker = start_broker()
-        bootstrap = broker.bootstrap
+def worker_processes_run(settings: WorkerSettings, processes: int, timeout_s: float, workdir: Path) -> float:
+    """Seconds for `processes` worker processes in one group to process the whole raw topic."""
+    children, logs = [], []
+    for n in range(processes):
+        command = worker_command(settings.model_copy(update={"instance_id": f"p{n}"}))
+        logs.append(workdir / f"{settings.group_id}-{n}.log")
+        with logs[-1].open("wb") as log:
+            children.append(subprocess.Popen(command, stdout=log, stderr=log))
     try:
-        settings = settings_for(bootstrap, f"bench{uuid.uuid4().hex[:6]}")
-        create_topics(admin_client(settings), settings)
-        records = list(StreamGenerator(seed=42, users=args.users, bad_share=0.001).records(args.events))
-        produce_raw(settings, records)
-        work = Path(tempfile.mkdtemp(prefix="bench-"))
-        with (work / "raw.jsonl").open("wb") as lines:
-            for record in records:
-                lines.write(orjson.dumps(record.to_line(1_763_978_400_000)) + b"\n")
+        # The clock starts when every process is about to subscribe (Python started, topics
+        # checked, registry read), as Quix's starts when its Application is about to run.
+        while not all(SUBSCRIBING in log.read_text(errors="replace") for log in logs):
+            if any(child.poll() is not None for child in children):
+                raise RuntimeError(f"a worker exited while starting (see {logs})")
+            time.sleep(0.01)
         started = time.monotonic()
-        summary = process_file(work / "raw.jsonl", work / "out", settings.core_config(), now_ms=0)
-        offline_s = time.monotonic() - started
-        copy_s = copy_baseline(settings, len(records))
-        worker_s = worker_run(settings, summary.events)
-        rate = {name: args.events / seconds for name, seconds in
-                (("copy", copy_s), ("worker", worker_s), ("offline", offline_s))}
-        print(f"{args.events:,} events in {len(records):,} raw messages, {args.users:,} users, 3 partitions")
-        print(f"  transactional copy raw->out  {rate['copy']:>10,.0f} events/s  ({copy_s:.1f} s)")
-        print(f"  worker, exactly-once         {rate['worker']:>10,.0f} events/s  ({worker_s:.1f} s)")
-        print(f"  process-file (no Kafka)      {rate['offline']:>10,.0f} events/s  ({offline_s:.1f} s)")
-        print(f"  worker / copy = {rate['worker'] / rate['copy']:.2f}   worker / process-file = "
-              f"{rate['worker'] / rate['offline']:.2f}")
-        return {"events": args.events, "copy_events_per_s": rate["copy"], "worker_events_per_s": rate["worker"],
-                "process_file_events_per_s": rate["offline"], "worker_over_copy": rate["worker"] / rate["copy"],
-                "worker_over_process_file": rate["worker"] / rate["offline"]}
+        wait_caught_up(settings, timeout_s, lambda: all(child.poll() is None for child in children))
+        return time.monotonic() - started
     finally:
-        if broker is not None:
-            broker.stop()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(60)
 
 
-if __name__ == "__main__":
-    main()
+def process_file_run(workload: Workload, settings: WorkerSettings, workdir: Path) -> tuple[float, dict[str, int]]:
+    started = time.monotonic()
+    summary = process_file(workload.path, workdir / "out", settings.core_config(), now_ms=START_MS)
+    return time.monotonic() - started, {"events": summary.events, "users": summary.users}
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="bench-"))

@@ -43,7 +43,7 @@ from worker.verify import Outputs, count_records, kafka_outputs, offline_outputs
 
 RUN_SETTINGS = {"bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
                 "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol",
-                "session_timeout_ms", "heartbeat_interval_ms"}
+                "session_timeout_ms", "heartbeat_interval_ms", "guarantee"}
 ACTIONS = ("kill", "leave", "join", "zombie", "broker-term", "broker-kill")
 
 
