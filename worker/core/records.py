@@ -151,5 +151,9 @@ def state_record(project_id: str, user_key: str, properties: JsonObject, updated
 
 def changes_between(old: JsonObject, new: JsonObject) -> list[JsonObject]:
     """`{"property", "old", "new"}` for each property that differs, sorted by property."""
-    changed = [name for name in old.keys() | new.keys() if not same_value(old.get(name), new.get(name))]
+    # Hot (once per event): most properties are the same object in both, so test identity inline
+    # before the call; a missing property counts as null, as `get` gives it.
+    changed = [name for name, value in new.items()
+               if (before := old.get(name)) is not value and not same_value(before, value)]
+    changed += [name for name, before in old.items() if before is not None and name not in new]
     return [{"property": name, "old": old.get(name), "new": new.get(name)} for name in sorted(changed)]

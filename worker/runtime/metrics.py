@@ -48,7 +48,8 @@ class Metrics:
         self.catalog: dict[str, Family] = {}
         counter, gauge, histogram = self._counter, self._gauge, self._histogram
         self.messages_in = counter("messages_in_total", "Kafka messages consumed", ("topic",))
-        self.records_out = counter("records_out_total", "Records produced, by output topic", ("topic",))
+        self.records_out = counter("records_out_total", "Records written, by output topic, counted at commit",
+                                   ("topic",))
         self.dlq_records = counter("dlq_records_total", "Units sent to the DLQ", ("reason",))
         self.dedupe_dropped = counter("dedupe_dropped_total", "Events dropped as duplicate insert_ids")
         self.unset_exposures = counter("unset_exposures_total", "Exposures that unset a flag, not persisted")

@@ -68,6 +68,7 @@ class Batch:
     messages: int = 0
     started: float = 0.0
     in_transaction: bool = False
+    produced: dict[str, int] = field(default_factory=dict)  # records written, per topic
 
     def track(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
@@ -96,6 +97,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.exactly_once = settings.exactly_once  # read per record: an attribute, not the settings property
         self.config: CoreConfig = settings.core_config()
         self.registry = ExperimentRegistry(self.config.experiment_property_limit)
         self.stores: dict[int, PartitionStores] = {}
@@ -230,11 +232,11 @@ class Worker:
             "linger.ms": 5,
             "enable.idempotence": True,
         }
-        if self.settings.exactly_once:
+        if self.exactly_once:
             config["transactional.id"] = self.settings.transactional_id()
             config["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
         producer = Producer(config)
-        if self.settings.exactly_once:
+        if self.exactly_once:
             producer.init_transactions(TRANSACTION_CALL_TIMEOUT_S)
         return producer
 
@@ -372,7 +374,7 @@ class Worker:
     def count_event(self, user_event: UserEvent, event: dict[str, Any]) -> None:
         project = user_event.project_id
         if event.get("billable"):
-            self.metrics.billable_events.labels(project).inc()
+            self.counter(self.metrics.billable_events, project).inc()
             self.track_user(project, user_event.user_key, user_event.ingested_at)
         elif event["event_type"] in ("[Experiment] Exposure", "[Experiment] Impression"):
             properties = event["event_properties"]
@@ -401,10 +403,12 @@ class Worker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         assert self.producer is not None
-        if self.settings.exactly_once and not self.batch.in_transaction:
+        if self.exactly_once and not self.batch.in_transaction:
             self.producer.begin_transaction()
             self.batch.in_transaction = True
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self.on_delivery}
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if not self.exactly_once:  # a transaction's commit already fails on any failed delivery
+            kwargs["on_delivery"] = self.on_delivery
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
@@ -415,14 +419,14 @@ class Worker:
                 break
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
-        self.counter(self.metrics.records_out, topic).inc()
+        self.batch.produced[topic] = self.batch.produced.get(topic, 0) + 1  # counted at commit, not per call
 
-    def counter(self, family: Counter, topic: str) -> Any:
-        """The child of a per-topic counter, cached: `labels()` is a locked lookup per call."""
-        key = (id(family), topic)
+    def counter(self, family: Counter, label: str) -> Any:
+        """The child of a counter with one label, cached: `labels()` is a locked lookup per call."""
+        key = (id(family), label)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = family.labels(topic)
+            child = self._children[key] = family.labels(label)
         return child
 
     def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
@@ -435,7 +439,7 @@ class Worker:
         if not self.batch.messages and not self.batch.in_transaction:
             return True
         with self.metrics.commit_seconds.time():
-            if self.settings.exactly_once:
+            if self.exactly_once:
                 return self.commit_transaction()
             return self.commit_offsets()
 
@@ -486,6 +490,8 @@ class Worker:
         for stores in self.stores.values():
             stores.commit()
         self.registry.commit()
+        for topic, count in self.batch.produced.items():
+            self.counter(self.metrics.records_out, topic).inc(count)
         self.batch = Batch()
         self.metrics.transactions.labels("committed").inc()
         self.metrics.last_commit.set(time.time())
@@ -497,7 +503,7 @@ class Worker:
         """Drop the batch: abort its transaction, roll the stores back, rewind the input."""
         assert self.consumer is not None
         self.metrics.transactions.labels("aborted").inc()
-        if self.producer is not None and self.settings.exactly_once and not recreate:
+        if self.producer is not None and self.exactly_once and not recreate:
             try:
                 self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT_S)
             except KafkaException as exc:
