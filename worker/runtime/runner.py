@@ -60,6 +60,10 @@ LAG_EVERY_S = 5.0
 PRUNE_MARGIN_MS = 3_600_000
 
 
+class ProduceFailed(Exception):
+    """A produce (or begin_transaction) refused by the producer: the batch is redone with a new one."""
+
+
 @dataclass(slots=True)
 class Batch:
     """The input consumed since the last commit: per partition, the first and next offsets."""
@@ -103,6 +107,7 @@ class Worker:
         self.registry = ExperimentRegistry(self.config.experiment_property_limit)
         self.stores: dict[int, PartitionStores] = {}
         self.batch = Batch()
+        self.rewound: set[tuple[str, int]] = set()  # partitions the last abort sought back
         self.codecs: dict[str, Codec] = {
             kind: codec_for(kind, settings.formats.get(kind, "json")) for kind in ("enriched", "deltas", "state", "dlq")
         }
@@ -167,10 +172,17 @@ class Worker:
             messages = self.consumer.consume(num_messages=1000, timeout=CONSUME_TIMEOUT_S)
             if messages:
                 with self.metrics.batch_seconds.time():
-                    for message in messages:
-                        self.handle(message)
+                    for index, message in enumerate(messages):
+                        try:
+                            self.handle(message)
+                        except ProduceFailed as exc:  # e.g. the producer's state after a broker restart
+                            log.warning("%s; redoing the batch with a new producer", exc)
+                            self.abort(recreate=True)
+                            self.rewind(messages[index:])
+                            break
                         # A failed commit rewinds the consumer: the rest of this list comes again.
                         if self.commit_due() and not self.commit():
+                            self.rewind(messages[index + 1:])
                             break
             self.follower.poll(0)
             if time.monotonic() - self.pruned_at >= PRUNE_EVERY_S:
@@ -407,7 +419,10 @@ class Worker:
     ) -> None:
         assert self.producer is not None
         if self.exactly_once and not self.batch.in_transaction:
-            self.producer.begin_transaction()
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise ProduceFailed(f"begin_transaction failed: {exc}") from exc
             self.batch.in_transaction = True
         kwargs: dict[str, Any] = {"key": key, "value": value}
         if not self.exactly_once:  # a transaction's commit already fails on any failed delivery
@@ -422,6 +437,8 @@ class Worker:
                 break
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                raise ProduceFailed(f"produce to {topic} failed: {exc}") from exc
         self.batch.produced[topic] = self.batch.produced.get(topic, 0) + 1  # counted at commit, not per call
 
     def counter(self, family: Counter, label: str) -> Any:
@@ -521,7 +538,21 @@ class Worker:
         for (topic, partition), offset in self.batch.first.items():
             if (topic, partition) in assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
+        self.rewound = set(self.batch.first)
         self.batch = Batch()
+
+    def rewind(self, rest: list[Message]) -> None:
+        """After an abort, seek the partitions of the not yet handled messages that the abort did
+        not rewind: the consumer's position is already past them, so they would be skipped."""
+        assert self.consumer is not None
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for message in rest:
+            if message.error() is not None:
+                continue
+            topic, partition, offset = coordinates(message)
+            if (topic, partition) in assigned and (topic, partition) not in self.rewound:
+                self.rewound.add((topic, partition))
+                self.consumer.seek(TopicPartition(topic, partition, offset))
 
     # ---- rebalance ----------------------------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
