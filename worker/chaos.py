@@ -183,8 +183,7 @@ class StreamWriter(threading.Thread):
                                  "linger.ms": 5, "delivery.timeout.ms": 600_000})
             started = time.monotonic()
             for n, record in enumerate(self.records):
-                value = record.value_raw.encode("utf-8", "surrogateescape") if record.value_raw is not None \
-                    else orjson.dumps(record.value)
+                value = record.encoded()
                 producer.produce(self.settings.topics.raw, key=None if record.key is None else record.key.encode(),
                                  value=value)
                 producer.poll(0)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 FLAGS = ("checkout-redesign", "pricing-page", "onboarding-v2", "search-ranking", "dark-mode")
 VARIANTS = ("control", "treatment", "on", "off")
 EVENT_TYPES = ("page_view", "add_to_cart", "purchase", "search", "session_start")
@@ -29,6 +31,12 @@ class RawRecord:
     value: Any = None
     value_raw: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        """The message value as bytes on the wire (a `value_raw` keeps its invalid bytes)."""
+        if self.value_raw is not None:
+            return self.value_raw.encode("utf-8", "surrogateescape")
+        return orjson.dumps(self.value)
 
     def to_line(self, timestamp_ms: int | None = None) -> dict[str, Any]:
         """The record as a `process-file` input line (SPEC §11)."""

@@ -28,8 +28,7 @@ def produce_raw(settings: WorkerSettings, records: list[RawRecord]) -> None:
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})
     for record in records:
-        value = record.value_raw.encode("utf-8", "surrogateescape") if record.value_raw is not None \
-            else orjson.dumps(record.value)
+        value = record.encoded()
         producer.produce(settings.topics.raw, key=None if record.key is None else record.key.encode(),
                          value=value, headers=list(record.headers.items()) or None)
         producer.poll(0)
