@@ -308,10 +308,11 @@ def is_broker_process(pid: int, data_dir: Path) -> bool:
     return "kafka.Kafka" in command_line and str(data_dir) in command_line
 
 
-def terminate(broker: LocalBroker, timeout_s: float) -> None:
-    """SIGTERM the broker's process group, then SIGKILL if it is still there after `timeout_s`."""
+def terminate(broker: LocalBroker, timeout_s: float, signum: signal.Signals = signal.SIGTERM) -> None:
+    """Signal the broker's process group (SIGTERM by default), then SIGKILL if it is still there
+    after `timeout_s`."""
     if broker.is_alive():
-        signal_group(broker.pid, signal.SIGTERM)
+        signal_group(broker.pid, signum)
         if not wait_gone(broker, timeout_s):
             signal_group(broker.pid, signal.SIGKILL)
             wait_gone(broker, 5.0)
@@ -473,10 +474,7 @@ def java_command(java: str, lib_dir: Path, data_dir: Path) -> list[str]:
 def restart(broker: LocalBroker, signum: signal.Signals = signal.SIGTERM, down_s: float = 0.0) -> None:
     """Stop `broker` with `signum` (SIGTERM: a controlled shutdown; SIGKILL: a crash), leave it down
     for `down_s`, then start it again on the same data dir and ports. For the chaos suite."""
-    signal_group(broker.pid, signum)
-    if not wait_gone(broker, STOP_TIMEOUT_S):
-        signal_group(broker.pid, signal.SIGKILL)
-        wait_gone(broker, 5.0)
+    terminate(broker, STOP_TIMEOUT_S, signum)
     time.sleep(down_s)
     started = time.monotonic()
     properties = broker.data_dir / "server.properties"
