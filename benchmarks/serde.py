@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 
 from worker.core.config import CoreConfig
-from worker.core.processor import PartitionStores, process_safely
+from worker.core.pipeline import Pipeline
 from worker.core.records import RawMessage
-from worker.core.split import split_message
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import PartitionStores
 from worker.loadgen import START_MS, StreamGenerator
 from worker.serde import codec_for
 
@@ -26,19 +25,18 @@ REPEATS = 5
 
 
 def realistic_records(events: int) -> dict[str, list[dict[str, Any]]]:
-    config = CoreConfig()
-    stores, registry = PartitionStores(), ExperimentRegistry(config.experiment_property_limit)
+    pipeline, stores = Pipeline(CoreConfig()), PartitionStores()
     records: dict[str, list[dict[str, Any]]] = {"enriched": [], "deltas": [], "state": []}
     for offset, raw in enumerate(StreamGenerator(seed=11, bad_share=0.0).records(events)):
         value = orjson.dumps(raw.value) if raw.value_raw is None else raw.value_raw.encode()
         message = RawMessage("events.raw", 0, offset, START_MS + offset, value)
-        for user_event in split_message(message, config).events:
-            outcome = process_safely(user_event, stores, registry, config)
-            for kind, record in (("enriched", outcome.event), ("deltas", outcome.delta), ("state", outcome.state)):
+        for outcome in pipeline.run(message, stores).outcomes:
+            for kind, record in (("enriched", outcome.event), ("deltas", outcome.delta)):
                 if record is not None:
                     records[kind].append(record)
+        records["state"] += [state for _, state in stores.state_records()]
         stores.commit()
-        registry.commit()
+        pipeline.registry.commit()
     return records
 
 

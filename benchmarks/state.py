@@ -18,9 +18,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from worker.core.processor import PartitionStores
 from worker.core.records import state_record
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import ExperimentRegistry, PartitionStores
 from worker.runtime.restore import restore_partition
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client

@@ -8,21 +8,35 @@ from typing import Any
 import orjson
 import pytest
 
+from worker.core import pipeline as core
 from worker.core.config import CoreConfig
-from worker.core.processor import Outcome, PartitionStores, process_safely
+from worker.core.pipeline import Outcome
 from worker.core.records import DlqRecord, Headers, RawMessage
-from worker.core.split import split_message
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import PartitionStores, restore_user
 
 T0 = 1_700_000_000_000  # an ingestion time (ms) far from any day boundary
 RAW_TOPIC = "events.raw"
 
 
+class Batch:
+    """The changelog records one batch (one message here) left in the stores' pending layers."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.states = [record for _, record in pipeline.stores.state_records()]
+        self.dedupe = dict(pipeline.stores.dedupe.pending())
+        self.admitted = [name for _, name, _ in pipeline.registry.pending()]
+
+
 class Pipeline:
+    """The core pipeline over one partition's stores, every output collected; each message is a
+    batch of its own (committed after it), as in `process-file`. `states` holds the state records
+    each batch wrote (one per changed user)."""
+
     def __init__(self, config: CoreConfig | None = None, **settings: Any) -> None:
         self.config = config or CoreConfig(**settings)
         self.stores = PartitionStores()
-        self.registry = ExperimentRegistry(self.config.experiment_property_limit)
+        self.core = core.Pipeline(self.config)
+        self.registry = self.core.registry
         self.events: list[dict[str, Any]] = []
         self.deltas: list[dict[str, Any]] = []
         self.states: list[dict[str, Any]] = []
@@ -35,26 +49,26 @@ class Pipeline:
         data = value if isinstance(value, bytes) else orjson.dumps(value)
         message = RawMessage(RAW_TOPIC, 0, self.offset, timestamp_ms, data, b"key", headers)
         self.offset += 1
-        split = split_message(message, self.config)
-        self.dlq.extend(split.rejected)
-        outcomes = [process_safely(event, self.stores, self.registry, self.config) for event in split.events]
-        for outcome in outcomes:
+        processed = self.core.run(message, self.stores)
+        self.dlq.extend(processed.rejected)
+        for outcome in processed.outcomes:
             self.events.extend([outcome.event] if outcome.event is not None else [])
             self.deltas.extend([outcome.delta] if outcome.delta is not None else [])
-            self.states.extend([outcome.state] if outcome.state is not None else [])
             self.dlq.extend([outcome.dlq] if outcome.dlq is not None else [])
-        self.outcomes.extend(outcomes)
+        self.outcomes.extend(processed.outcomes)
+        self.last = Batch(self)
+        self.states.extend(self.last.states)
         self.stores.commit()
         self.registry.commit()
-        return outcomes
+        return processed.outcomes
 
     def restore(self, key: str, properties: dict[str, Any], admit: bool = True) -> None:
         """A user's state as restored from user-state; `admit` also admits its experiment names
-        (what `process-file --state-in` does)."""
-        self.stores.state.load(key, properties)
-        for name in properties if admit else ():
-            if name.startswith("[Experiment] "):
-                self.registry.load(key.partition("/")[0], name)
+        (what `process-file --state-in` and a restore do)."""
+        if admit:
+            restore_user(self.stores, self.registry, key, properties)
+        else:
+            self.stores.state.load(key, properties)
 
     def state(self, key: str = "default/u:user-1") -> dict[str, Any] | None:
         return self.stores.state.get(key)

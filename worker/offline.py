@@ -1,14 +1,13 @@
 """`experiment-worker process-file` (SPEC §11): the whole pipeline over a JSON Lines file.
 
-Each line is one raw message; it goes through the same `split_message` and `process_safely` as the
-Kafka runner, so the two paths produce the same records. The file is streamed: memory holds the
+Each line is one raw message; it goes through the same core `Pipeline` as the Kafka runner, so the
+two paths produce the same records. The file is streamed: memory holds the
 users' state and every insert_id seen (the dedupe entries), never the events themselves.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,15 +18,18 @@ from typing import IO, Any
 import orjson
 
 from worker.core.config import CoreConfig
-from worker.core.processor import PartitionStores, process_safely, restore_user
+from worker.core.limit import ExperimentRegistry
+from worker.core.pipeline import Outcome, Pipeline
 from worker.core.records import RawMessage
-from worker.core.split import split_message
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import PartitionStores, restore_user
 from worker.errors import InputFileError
 
 FILE_TOPIC = "file"
-# orjson reads integers beyond 64 bits as floats; lines with long digit runs take the exact path.
-_LONG_NUMBER = re.compile(rb"\d{19,}")
+# orjson reads integers beyond 64 bits as floats; lines with a run of 19 or more digits take the
+# exact path. Finding such a run: digits become "0", all else ".", then a plain substring search
+# (ten times faster than a regular expression over every line).
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+_LONG_RUN = b"0" * 19
 
 
 @dataclass(slots=True)
@@ -41,6 +43,16 @@ class Summary:
     add_ignored: int = 0
     users: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
+
+    def count(self, outcome: Outcome) -> None:
+        self.duplicates += outcome.duplicate
+        self.unset_exposures += outcome.unset_exposure
+        self.limit_dropped += outcome.limit_dropped
+        self.add_ignored += outcome.add_ignored
+        self.events += outcome.event is not None
+        self.deltas += outcome.delta is not None
+        if outcome.dlq is not None:
+            self.dlq[outcome.dlq.reason] += 1
 
     def line(self, seconds: float) -> str:
         rate = self.records / seconds if seconds > 0 else 0.0
@@ -56,7 +68,7 @@ class Summary:
 
 def read_message(line: bytes, offset: int, now_ms: int) -> RawMessage:
     """One input line as the raw message it stands for (SPEC §11)."""
-    exact = _LONG_NUMBER.search(line) is not None
+    exact = _LONG_RUN in line.translate(_DIGITS)
     try:
         record: Any = json.loads(line) if exact else orjson.loads(line)
     except (orjson.JSONDecodeError, ValueError):
@@ -66,24 +78,23 @@ def read_message(line: bytes, offset: int, now_ms: int) -> RawMessage:
             raise InputFileError(f"line {offset + 1} is not a JSON record: {exc}") from exc
     if type(record) is not dict or not ("value" in record or "value_raw" in record):
         raise InputFileError(f"line {offset + 1} is not a record with `value` or `value_raw`")
+    decoded = None
     if "value_raw" in record:
         value = str(record["value_raw"]).encode("utf-8", "surrogateescape")
     elif exact:
         text = json.dumps(record["value"], separators=(",", ":"), ensure_ascii=False)
         value = text.encode("utf-8", "surrogatepass")
     else:
-        value = orjson.dumps(record["value"])
+        # Already decoded by orjson, exactly as the split stage would decode `value`: hand it on.
+        decoded = record["value"]
+        value = orjson.dumps(decoded)
     timestamp = record.get("timestamp")
     key = record.get("key")
     headers = record.get("headers") or {}
     return RawMessage(
-        topic=FILE_TOPIC,
-        partition=0,
-        offset=offset,
-        timestamp_ms=now_ms if timestamp is None else int(timestamp),
-        value=value,
-        key=None if key is None else str(key).encode("utf-8"),
-        headers=tuple((str(name), str(text).encode("utf-8")) for name, text in headers.items()),
+        FILE_TOPIC, 0, offset, now_ms if timestamp is None else int(timestamp), value,
+        None if key is None else str(key).encode("utf-8"),
+        tuple((str(name), str(text).encode("utf-8")) for name, text in headers.items()), decoded,
     )
 
 
@@ -120,9 +131,9 @@ def process_file(
     progress: IO[str] | None = None,
 ) -> Summary:
     stores = PartitionStores()
-    registry = ExperimentRegistry(config.experiment_property_limit)
+    pipeline = Pipeline(config)
     if state_in is not None:
-        load_state(state_in, stores, registry)
+        load_state(state_in, stores, pipeline.registry)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     meter = Progress(progress, input_path.stat().st_size) if progress is not None else None
@@ -133,27 +144,20 @@ def process_file(
     ):
         for message in read_messages(input_path, now_ms):
             summary.records += 1
-            split = split_message(message, config)
-            for rejected in split.rejected:
+            processed = pipeline.run(message, stores)
+            for rejected in processed.rejected:
                 summary.dlq[rejected.reason] += 1
                 dlq.write(orjson.dumps(rejected.to_json()) + b"\n")
-            for user_event in split.events:
-                outcome = process_safely(user_event, stores, registry, config)
-                summary.duplicates += outcome.duplicate
-                summary.unset_exposures += outcome.unset_exposure
-                summary.limit_dropped += outcome.limit_dropped
-                summary.add_ignored += outcome.add_ignored
+            for outcome in processed.outcomes:
+                summary.count(outcome)
                 if outcome.event is not None:
-                    summary.events += 1
                     events.write(orjson.dumps(outcome.event) + b"\n")
                 if outcome.delta is not None:
-                    summary.deltas += 1
                     deltas.write(orjson.dumps(outcome.delta) + b"\n")
                 if outcome.dlq is not None:
-                    summary.dlq[outcome.dlq.reason] += 1
                     dlq.write(orjson.dumps(outcome.dlq.to_json()) + b"\n")
             stores.commit()
-            registry.commit()
+            pipeline.registry.commit()
             if meter is not None:
                 meter.update(summary.records, message.offset)
     if meter is not None:

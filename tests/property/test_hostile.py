@@ -1,5 +1,5 @@
 """Hostile raw input (issue 6) through the entry point `process-file` and the Kafka runner share:
-`split_message` for one raw message, then `process_safely` for each of its events, with every
+the core `Pipeline` for one raw message (its split, then each of its events), with every
 output serialised the way `worker/offline.py` writes it.
 
 For any input: no exception escapes, no unit is lost, no hostile input is blamed on a bug
@@ -21,10 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.core.config import CoreConfig
-from worker.core.processor import Outcome, PartitionStores, process_safely
+from worker.core.pipeline import Outcome, Pipeline
 from worker.core.records import DlqRecord, Headers, RawMessage, UserEvent
-from worker.core.split import split_message
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import PartitionStores
 from worker.core.values import same_value
 
 EXAMPLES = settings(max_examples=200, deadline=None)
@@ -83,23 +82,25 @@ def process(value: bytes | None, config: CoreConfig = CONFIG, headers: Headers =
             key: bytes | None = b"key") -> Result:
     """One raw message, exactly as `process_file` handles it (plus the Kafka path's by-user encoding)."""
     message = RawMessage("events.raw", 2, 11, T0, value, key, headers)
-    split = split_message(message, config)
+    pipeline, stores = Pipeline(config), PartitionStores()
+    split = pipeline.split(message)
     result = Result(value, config, headers, rejected=list(split.rejected))
-    stores, registry = PartitionStores(), ExperimentRegistry(config.experiment_property_limit)
     for record in split.rejected:
         orjson.dumps(record.to_json())
         record.kafka_headers()
     for user_event in split.events:
         UserEvent.from_bytes(user_event.to_bytes())
-        outcome = process_safely(user_event, stores, registry, config)
-        for output in (outcome.event, outcome.delta, outcome.state):
+        outcome = pipeline.process(user_event, stores)
+        for output in (outcome.event, outcome.delta):
             if output is not None:
                 orjson.dumps(output)
         if outcome.dlq is not None:
             orjson.dumps(outcome.dlq.to_json())
         result.accepted.append((user_event, outcome))
+    for _, state in stores.state_records():
+        orjson.dumps(state)
     stores.commit()
-    registry.commit()
+    pipeline.registry.commit()
     return result
 
 

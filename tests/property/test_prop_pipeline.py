@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from tests.property.strategies import configs, headers, message_values
 from worker.core.config import CoreConfig
-from worker.core.processor import PartitionStores, process_event
+from worker.core.pipeline import Pipeline
 from worker.core.records import RawMessage
-from worker.core.split import split_message
-from worker.core.stores import ExperimentRegistry
+from worker.core.stores import PartitionStores
 from worker.core.values import same_value
 
 T0 = 1_700_000_000_000
@@ -37,23 +36,23 @@ def apply_changes(old: dict[str, Any], changes: list[dict[str, Any]]) -> dict[st
 @settings(max_examples=200, deadline=None)
 @given(streams, configs)
 def test_the_pipeline_never_raises_and_deltas_explain_the_state(stream: list[Any], config: CoreConfig) -> None:
-    stores, registry = PartitionStores(), ExperimentRegistry(config.experiment_property_limit)
+    pipeline, stores = Pipeline(config), PartitionStores()
+    registry = pipeline.registry
     now = T0
     for offset, (value, message_headers, step) in enumerate(stream):
         now += step
         message = RawMessage("events.raw", 0, offset, now, orjson.dumps(value), None, message_headers)
-        split = split_message(message, config)
+        split = pipeline.split(message)
         for user_event in split.events:
             before = stores.state.get(user_event.user_key) or {}
-            outcome = process_event(user_event, stores, registry, config)  # unguarded: any exception fails
+            outcome = pipeline.process_event(user_event, stores)  # unguarded: any exception fails
             after = stores.state.get(user_event.user_key) or {}
             assert all(value is not None for value in after.values())
             if outcome.delta is None:
-                assert same_value(before, after) and outcome.state is None
+                assert same_value(before, after)
             else:
                 assert outcome.delta["changes"] and same_value(apply_changes(before, outcome.delta["changes"]), after)
-                assert outcome.state is not None and same_value(outcome.state["user_properties"], after)
-            for record in (outcome.event, outcome.delta, outcome.state):
+            for record in (outcome.event, outcome.delta):
                 if record is not None:
                     orjson.dumps(record)  # every output is encodable JSON
             if outcome.event is not None:
@@ -62,6 +61,9 @@ def test_the_pipeline_never_raises_and_deltas_explain_the_state(stream: list[Any
             assert not outcome.duplicate or (outcome.event, outcome.delta) == (None, None)
         for record in split.rejected:
             orjson.dumps(record.to_json())
+        for key, state in stores.state_records():  # the batch's state records: each user's last value
+            assert state["user_key"] == key and same_value(state["user_properties"], stores.state.get(key))
+            orjson.dumps(state)
         stores.commit()
         registry.commit()
     for project in {key.partition("/")[0] for key, _ in stores.state.items()}:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from worker.core.experiments import DAY_MS, assignment_insert_id, java_string_hash
+from worker.core.dedupe import DAY_MS, assignment_insert_id, java_string_hash
 
 if TYPE_CHECKING:
     from tests.conftest import Pipeline

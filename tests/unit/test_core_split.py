@@ -404,9 +404,9 @@ def test_normalised_event_fields() -> None:
     user_event = run(sent).events[0]
     assert user_event.event == {
         "project_id": "default", "event_type": "click", "user_id": "user-1", "device_id": "device-1",
-        "time": 5, "insert_id": "i-1", "event_properties": {}, "user_properties": {}, "billable": True,
+        "time": 5, "insert_id": "i-1", "event_properties": {}, "user_properties": {},
         "ingested_at": T0, "platform": "iOS", "session_id": 12,
-    }
+    }  # `billable` is decided where the output event is built (SPEC §7)
     assert user_event.skip_sync is True
     assert (user_event.source.topic, user_event.source.partition, user_event.source.offset) == ("events.raw", 3, 7)
 
@@ -490,22 +490,21 @@ def test_deep_encoder_matches_orjson() -> None:
     assert split.encode_deep(value) == orjson.dumps(value)
 
 
-def test_processing_error_while_judging_an_event_costs_only_that_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = split.normalise_event
-
+def test_processing_error_while_judging_an_event_costs_only_that_event() -> None:
     def flaky(event: dict[str, Any], *args: Any) -> Any:
         if event.get("boom"):
             raise RuntimeError("bug")
-        return real(event, *args)
+        return split.judge_event(event, *args)
 
-    monkeypatch.setattr(split, "normalise_event", flaky)
-    result = run({"api_key": "k", "events": [event(), event(boom=True), event()]})
+    value = {"api_key": "k", "events": [event(), event(boom=True), event()]}
+    result = split_message(message(orjson.dumps(value)), CONFIG, flaky)
     assert len(result.events) == 2
     (record,) = result.rejected
     assert (record.reason, record.source.index) == (reasons.PROCESSING_ERROR, 1)
     assert "RuntimeError: bug" in record.detail
     assert orjson.loads(record.payload) == {"api_key": "k", "events": [event(boom=True)]}
-    assert [r.reason for r in replay(record).rejected] == [reasons.PROCESSING_ERROR]
+    assert [r.reason for r in split_message(message(record.payload), CONFIG, flaky).rejected] == [
+        reasons.PROCESSING_ERROR]
 
 
 def test_json_too_large_and_nested_past_the_decoder_limit_is_payload_too_large() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
+from worker.core.billing import MonthlyTrackedUsers, utc_month
 from worker.core.dlq_limit import DlqLimit
-from worker.core.processor import PartitionStores
+from worker.core.stores import PartitionStores
 from worker.errors import ConfigError
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.metrics import Metrics
@@ -98,15 +101,15 @@ def test_dlq_limit_consecutive_run() -> None:
 
 
 def test_dedupe_entries_past_the_window_are_pruned() -> None:
-    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
+    settings = load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0)
+    worker = Worker(settings, Metrics(CollectorRegistry()))
     stores = PartitionStores()
     now = 100 * DAY_MS
     stores.dedupe.load("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)
     stores.dedupe.load("u/edge", now - 7 * DAY_MS - PRUNE_MARGIN_MS)
     stores.dedupe.load("u/new", now - DAY_MS)
-    worker.stores[0] = stores
-    worker.latest_ingested = now
-    assert worker.prune_dedupe() == 1
+    worker.partitions.stores[0] = stores
+    assert worker.partitions.prune(now - 7 * DAY_MS - PRUNE_MARGIN_MS) == 1
     assert stores.dedupe.get("u/old") is None
     assert stores.dedupe.get("u/edge") is not None and stores.dedupe.get("u/new") is not None
 
@@ -125,17 +128,18 @@ def test_kafka_errors_are_classified_once(error: KafkaError, expected: ErrorClas
 
 
 def test_monthly_tracked_users_count_each_user_once_per_utc_month() -> None:
-    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
-
-    def tracked() -> float | None:
-        return worker.metrics.registry.get_sample_value("experiment_worker_monthly_tracked_users", {"project": "p"})
-
+    tracked = MonthlyTrackedUsers()
     november, december = 1_763_978_400_000, 1_764_547_200_000  # 2025-11-24, 2025-12-01 UTC
-    worker.track_user("p", "p/u:a", november)
-    worker.track_user("p", "p/u:a", november + 1)
-    worker.track_user("p", "p/u:b", november + 2)
-    assert tracked() == 2
-    worker.track_user("p", "p/u:a", december)
-    assert tracked() == 1  # a new month starts from zero
-    worker.track_user("p", "p/u:c", november)  # late: last month's event
-    assert tracked() == 1
+    assert tracked.track("p", "p/u:a", november) == 1
+    assert tracked.track("p", "p/u:a", november + 1) is None
+    assert tracked.track("p", "p/u:b", november + 2) == 2
+    assert tracked.track("p", "p/u:a", december) == 1  # a new month starts from zero
+    assert tracked.track("p", "p/u:c", november) is None  # late: last month's event
+    assert tracked.track("q", "q/u:a", december) == 1  # per project
+
+
+@pytest.mark.parametrize("ms", [0, 1, 951_782_400_000, 951_868_799_999, 1_709_164_800_000, 4_102_444_800_000,
+                                1_764_547_199_999, 1_764_547_200_000, 253_402_300_799_999])
+def test_utc_month_agrees_with_the_calendar(ms: int) -> None:
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    assert utc_month(ms) == moment.year * 12 + moment.month - 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from worker.core.values import JsonObject, contains_value
@@ -44,12 +43,17 @@ class Operation(NamedTuple):
     value: Any
 
 
-@dataclass(slots=True)
 class OperationStats:
-    """What `apply_operations` did not apply, for metrics."""
+    """What `apply_operations` did: the names it may have changed (for the delta), and what it did
+    not apply (for metrics)."""
 
-    limit_dropped: int = 0
-    add_ignored: int = 0
+    __slots__ = ("add_ignored", "cleared", "limit_dropped", "touched")
+
+    def __init__(self) -> None:
+        self.touched: list[str] = []  # names written or removed, in order, possibly repeated
+        self.cleared = False  # `$clearAll` ran: every property of the old map may have changed
+        self.limit_dropped = 0
+        self.add_ignored = 0
 
 
 def invalid_operation(user_properties: JsonObject) -> str | None:
@@ -80,15 +84,19 @@ def apply_operations(
 ) -> OperationStats:
     """Apply `operations` to `properties` in place. `admit(name)` says whether a write may go ahead."""
     stats = OperationStats()
+    touched = stats.touched
     for kind, name, value in operations:
         if kind == CLEAR_ALL:
             properties.clear()
+            stats.cleared = True
         elif kind == UNSET or (value is None and kind in (SET, PLAIN)):
-            properties.pop(name, None)  # properties are never null: `$set` of null is `$unset`
+            if properties.pop(name, None) is not None:  # properties are never null: `$set` of null is `$unset`
+                touched.append(name)
         elif kind == REMOVE:
             current = properties.get(name)
             if type(current) is list and value is not None:
                 properties[name] = remove_items(current, operand_items(value))
+                touched.append(name)
         elif kind == ADD:
             # An ignored `$add` writes nothing, so it must not take a place under the limit (SPEC §6).
             total = add_numbers(properties.get(name, 0), value)
@@ -98,14 +106,17 @@ def apply_operations(
                 stats.limit_dropped += 1
             else:
                 properties[name] = total
+                touched.append(name)
         elif value is None or (kind == SET_ONCE and name in properties):
             continue  # nothing to write: a null list item, or `$setOnce` of a present property
         elif not admit(name):
             stats.limit_dropped += 1
         elif kind in (SET, PLAIN, SET_ONCE):
             properties[name] = value
+            touched.append(name)
         else:
             properties[name] = LIST_OPERATIONS[kind](as_list(properties.get(name)), operand_items(value))
+            touched.append(name)
     return stats
 
 

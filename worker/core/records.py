@@ -15,17 +15,19 @@ from worker.core.values import JsonObject, same_value
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One Kafka record of the raw topic (or one line of a `process-file` input)."""
+    """One Kafka record of the raw topic (or one line of a `process-file` input).
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    value: bytes | None
-    key: bytes | None = None
-    headers: Headers = ()
+    `decoded` may hold the value already decoded as JSON by a reader that had to decode it anyway
+    (`process-file` decodes each input line): it must equal `orjson.loads(value)`."""
+
+    __slots__ = ("decoded", "headers", "key", "offset", "partition", "timestamp_ms", "topic", "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp_ms: int, value: bytes | None,
+                 key: bytes | None = None, headers: Headers = (), decoded: Any = None) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.timestamp_ms, self.value, self.key, self.headers = timestamp_ms, value, key, headers
+        self.decoded = decoded
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -34,40 +36,56 @@ class RawMessage:
         return None
 
 
-@dataclass(frozen=True, slots=True)
 class Source:
     """Where a unit of input came from: the raw message, and the event's index in its envelope."""
 
-    topic: str
-    partition: int
-    offset: int
-    index: int | None
+    __slots__ = ("index", "offset", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, offset: int, index: int | None) -> None:
+        self.topic, self.partition, self.offset, self.index = topic, partition, offset, index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Source) and (self.topic, self.partition, self.offset, self.index) == (
+            other.topic, other.partition, other.offset, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.topic, self.partition, self.offset, self.index))
+
+    def __repr__(self) -> str:
+        return f"Source({self.topic!r}, {self.partition}, {self.offset}, {self.index})"
 
     def to_json(self) -> JsonObject:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "index": self.index}
 
 
-@dataclass(slots=True)
 class UserEvent:
     """A validated, normalised event keyed by its user: the value of the by-user topic.
 
     `event` holds the event after SPEC §2 (project_id, kept ids, integer time, truncated
-    properties, given or derived insert_id, billable, ingested_at), with its `user_properties`
-    operations not yet applied and its experiment renames not yet made.
+    properties, given or derived insert_id, ingested_at), with its `user_properties` operations
+    not yet applied and its experiment renames not yet made.
     """
 
-    user_key: str
-    event: JsonObject
-    source: Source
-    skip_sync: bool = False
+    __slots__ = ("event", "skip_sync", "source", "user_key")
+
+    def __init__(self, user_key: str, event: JsonObject, source: Source, skip_sync: bool = False) -> None:
+        self.user_key, self.event, self.source, self.skip_sync = user_key, event, source, skip_sync
 
     @property
     def project_id(self) -> str:
-        return str(self.event["project_id"])
+        project: str = self.event["project_id"]
+        return project
 
     @property
     def ingested_at(self) -> int:
-        return int(self.event["ingested_at"])
+        ingested_at: int = self.event["ingested_at"]
+        return ingested_at
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UserEvent) and (self.user_key, self.event, self.source, self.skip_sync) == (
+            other.user_key, other.event, other.source, other.skip_sync)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal by value, not hashable
 
     def to_bytes(self) -> bytes:
         """The by-user topic's value: internal, JSON, versioned."""
@@ -110,7 +128,7 @@ class DlqRecord:
             "payload_b64": base64.b64encode(self.payload).decode("ascii"),
         }
 
-    def kafka_headers(self) -> list[tuple[str, bytes]]:
+    def kafka_headers(self) -> list[tuple[str, str | bytes | None]]:
         """The original message's headers, then the DLQ facts (SPEC §8.4)."""
         facts = [
             ("dlq.reason", self.reason),
@@ -151,9 +169,20 @@ def state_record(project_id: str, user_key: str, properties: JsonObject, updated
 
 def changes_between(old: JsonObject, new: JsonObject) -> list[JsonObject]:
     """`{"property", "old", "new"}` for each property that differs, sorted by property."""
-    # Hot (once per event): most properties are the same object in both, so test identity inline
-    # before the call; a missing property counts as null, as `get` gives it.
-    changed = [name for name, value in new.items()
-               if (before := old.get(name)) is not value and not same_value(before, value)]
-    changed += [name for name, before in old.items() if before is not None and name not in new]
-    return [{"property": name, "old": old.get(name), "new": new.get(name)} for name in sorted(changed)]
+    return changes_of(old, new, list(new), True)
+
+
+def changes_of(old: JsonObject, new: JsonObject, touched: list[str], cleared: bool) -> list[JsonObject]:
+    """`changes_between` when only the `touched` names (and, after a `$clearAll`, every old one)
+    can differ: an event's operations name the few properties they write, so the rest of the
+    state is never compared."""
+    names = set(touched)
+    if cleared:
+        names.update(old)
+    changes: list[JsonObject] = []
+    for name in sorted(names):
+        before = old.get(name)
+        after = new.get(name)
+        if before is not after and not same_value(before, after):
+            changes.append({"property": name, "old": before, "new": after})
+    return changes

@@ -8,25 +8,19 @@ DLQ records, so a bad message can never stop a partition.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 
 from worker.core import reasons
 from worker.core.config import CoreConfig
-from worker.core.experiments import (
-    ASSIGNMENT,
-    EXPOSURE,
-    IMPRESSION,
-    assignment_insert_id,
-    exposure_problem,
-    is_billable,
-    renamed_type,
-)
+from worker.core.dedupe import assignment_insert_id
+from worker.core.experiments import ASSIGNMENT, EXPOSURE, IMPRESSION, exposure_problem
 from worker.core.identity import is_project_id, is_usable_id, user_key
 from worker.core.operations import invalid_operation
 from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
-from worker.core.values import JsonObject, deeper_than, truncate_strings
+from worker.core.values import DEEP, FINE, LONG, JsonObject, scan, truncate_strings
 
 DEFAULT_PROJECT = "default"
 PROJECT_HEADER = "project_id"
@@ -52,17 +46,22 @@ class Split(NamedTuple):
     rejected: list[DlqRecord]
 
 
-def split_message(message: RawMessage, config: CoreConfig) -> Split:
-    """Decode, validate and key every event of one raw message."""
+# judge(event, project, min_id_length, ingested_at, source, config): `judge_event` below.
+Judge = Callable[[Any, str, int, int, Source, CoreConfig], "UserEvent | Rejection"]
+
+
+def split_message(message: RawMessage, config: CoreConfig, judge: Judge | None = None) -> Split:
+    """Decode, validate and key every event of one raw message (each event judged by `judge`)."""
+    judge = judge_event if judge is None else judge
     decoded = decode_message(message, config)
     if isinstance(decoded, Rejection):
         return Split([], [reject_message(message, decoded)])
     if "events" in decoded:
-        return split_envelope(message, decoded, config)
+        return split_envelope(message, decoded, config, judge)
     project = header_project(message)
     if isinstance(project, Rejection):
         return Split([], [reject_message(message, project)])
-    judged = judge_safely(decoded, project, config.min_id_length, message, None, config)
+    judged = judge_safely(judge, decoded, project, config.min_id_length, message, None, config)
     if isinstance(judged, Rejection):
         return Split([], [reject_message(message, judged)])
     return Split([judged], [])
@@ -75,7 +74,7 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
         return Rejection(reasons.MALFORMED_JSON, "the message has no value")
     too_large = len(value) > config.max_message_bytes
     try:
-        decoded: Any = orjson.loads(value)
+        decoded: Any = orjson.loads(value) if message.decoded is None else message.decoded
     except orjson.JSONDecodeError as exc:
         if "depth limit" not in str(exc):
             return Rejection(reasons.MALFORMED_JSON, f"not UTF-8 JSON: {exc}")
@@ -99,7 +98,7 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
     return decoded
 
 
-def split_envelope(message: RawMessage, envelope: JsonObject, config: CoreConfig) -> Split:
+def split_envelope(message: RawMessage, envelope: JsonObject, config: CoreConfig, judge: Judge) -> Split:
     project = envelope_project(envelope, config)
     if isinstance(project, Rejection):
         return Split([], [reject_message(message, project)])
@@ -107,7 +106,7 @@ def split_envelope(message: RawMessage, envelope: JsonObject, config: CoreConfig
     accepted: list[UserEvent] = []
     rejected: list[DlqRecord] = []
     for index, event in enumerate(envelope["events"]):
-        judged = judge_safely(event, project, min_id_length, message, index, config)
+        judged = judge_safely(judge, event, project, min_id_length, message, index, config)
         if isinstance(judged, Rejection):
             rejected.append(reject_event(message, envelope, index, judged))
         else:
@@ -146,48 +145,78 @@ def header_project(message: RawMessage) -> str | Rejection:
     return project
 
 
-def judge_safely(
-    event: Any, project: str, min_id_length: int, message: RawMessage, index: int | None, config: CoreConfig
-) -> UserEvent | Rejection:
+def judge_safely(judge: Judge, event: Any, project: str, min_id_length: int, message: RawMessage,
+                 index: int | None, config: CoreConfig) -> UserEvent | Rejection:
     try:
-        return judge_event(event, project, min_id_length, message, index, config)
+        return judge(event, project, min_id_length, message.timestamp_ms,
+                           Source(message.topic, message.partition, message.offset, index), config)
     except Exception as exc:  # a bug must cost one event, never the partition
         return Rejection(reasons.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def judge_event(
-    event: Any, project: str, min_id_length: int, message: RawMessage, index: int | None, config: CoreConfig
+    event: Any, project: str, min_id_length: int, ingested_at: int, source: Source, config: CoreConfig
 ) -> UserEvent | Rejection:
-    """Validate one event (checks in the order of SPEC §2) and normalise it."""
-    problem = event_problem(event, min_id_length, config)
-    if problem is not None:
-        return problem
-    source = Source(message.topic, message.partition, message.offset, index)
-    return normalise_event(event, project, min_id_length, message.timestamp_ms, source, config)
-
-
-def event_problem(event: Any, min_id_length: int, config: CoreConfig) -> Rejection | None:
+    """Validate one event, in the order of checks of SPEC §2, and normalise it: one walk of the
+    event for depth and long strings, then one look at each field."""
     if type(event) is not dict:
         return Rejection(reasons.INVALID_EVENT, f"an event must be an object, not a JSON {type(event).__name__}")
-    if deeper_than(event, config.max_depth):
+    found = scan_fields(event, config)
+    if found == DEEP:
         return Rejection(reasons.INVALID_EVENT, f"nesting deeper than {config.max_depth}")
-    for name in PROPERTY_FIELDS:
-        if event.get(name) is not None and type(event[name]) is not dict:
-            return Rejection(reasons.INVALID_EVENT, f"{name} must be an object")
-    for name in ID_FIELDS:
-        if event.get(name) is not None and type(event[name]) is not str:
-            return Rejection(reasons.INVALID_EVENT, f"{name} must be a string")
-    event_type = event.get("event_type")
-    if type(event_type) is not str or not event_type.strip():
-        return Rejection(reasons.MISSING_EVENT_TYPE, "event_type is missing, not a string, or blank")
-    if kept_id(event, "user_id", min_id_length) is None and kept_id(event, "device_id", min_id_length) is None:
+    problem = shape_problem(event)
+    if problem is not None:
+        return problem
+    user_id = kept_id(event.get("user_id"), min_id_length)
+    device_id = kept_id(event.get("device_id"), min_id_length)
+    if user_id is None and device_id is None:
         return Rejection(
             reasons.MISSING_USER_IDENTITY,
             f"no usable user_id or device_id (min_id_length {min_id_length}, placeholders removed)",
         )
+    problem = content_problem(event)
+    if problem is not None:
+        return problem
+    normalised = normalise(event, project, user_id, device_id, ingested_at, found == LONG, config)
+    return UserEvent(user_key(project, user_id, device_id), normalised, source, event.get(SKIP_SYNC) is True)
+
+
+def scan_fields(event: JsonObject, config: CoreConfig) -> int:
+    """DEEP when any field nests too deep; LONG when a property map holds a string or key to cut."""
+    found = FINE
+    for name, item in event.items():
+        kind = type(item)
+        if kind is dict or kind is list:
+            inner = scan(item, 2, config.max_depth, config.max_string_length)
+            if inner == DEEP:
+                return DEEP
+            if inner == LONG and (name == "event_properties" or name == "user_properties"):
+                found = LONG
+    return found
+
+
+def shape_problem(event: JsonObject) -> Rejection | None:
+    """The checks of SPEC §2 on the fields' types, up to `missing_event_type`."""
+    for name in PROPERTY_FIELDS:
+        value = event.get(name)
+        if value is not None and type(value) is not dict:
+            return Rejection(reasons.INVALID_EVENT, f"{name} must be an object")
+    for name in ID_FIELDS:
+        value = event.get(name)
+        if value is not None and type(value) is not str:
+            return Rejection(reasons.INVALID_EVENT, f"{name} must be a string")
+    event_type = event.get("event_type")
+    if type(event_type) is not str or not event_type.strip():
+        return Rejection(reasons.MISSING_EVENT_TYPE, "event_type is missing, not a string, or blank")
+    return None
+
+
+def content_problem(event: JsonObject) -> Rejection | None:
+    """The checks of SPEC §2 after the identity: time, exposure fields, operation operands."""
     time = event.get("time")
-    if time is not None and (type(time) not in (int, float) or not 0 <= time < TIME_LIMIT_MS):
+    if time is not None and ((type(time) is not int and type(time) is not float) or not 0 <= time < TIME_LIMIT_MS):
         return Rejection(reasons.INVALID_TIME, "time must be a number of milliseconds >= 0 and below 2^63")
+    event_type = event["event_type"]
     if event_type in (EXPOSURE, IMPRESSION):
         exposure = exposure_problem(event.get("event_properties") or {})
         if exposure is not None:
@@ -198,20 +227,20 @@ def event_problem(event: Any, min_id_length: int, config: CoreConfig) -> Rejecti
     return None
 
 
-def kept_id(event: JsonObject, name: str, min_id_length: int) -> str | None:
-    value = event.get(name)
+def kept_id(value: str | None, min_id_length: int) -> str | None:
     return value if value is not None and is_usable_id(value, min_id_length) else None
 
 
-def normalise_event(
-    event: JsonObject, project: str, min_id_length: int, ingested_at: int, source: Source, config: CoreConfig
-) -> UserEvent:
-    user_id = kept_id(event, "user_id", min_id_length)
-    device_id = kept_id(event, "device_id", min_id_length)
+def normalise(event: JsonObject, project: str, user_id: str | None, device_id: str | None, ingested_at: int,
+              truncate: bool, config: CoreConfig) -> JsonObject:
+    """The event after SPEC §2, its derived fields first, then every other field as sent."""
+    event_properties: JsonObject = event.get("event_properties") or {}
+    user_properties: JsonObject = event.get("user_properties") or {}
+    if truncate:
+        event_properties = truncate_strings(event_properties, config.max_string_length)
+        user_properties = truncate_strings(user_properties, config.max_string_length)
     time = event.get("time")
     time_ms = ingested_at if time is None else math.floor(time)
-    limit = config.max_string_length
-    event_properties = truncate_strings(event.get("event_properties") or {}, limit)
     event_type: str = event["event_type"]
     insert_id = event.get("insert_id")
     if insert_id is None and event_type == ASSIGNMENT:
@@ -225,11 +254,12 @@ def normalise_event(
     if insert_id is not None:
         normalised["insert_id"] = insert_id
     normalised["event_properties"] = event_properties
-    normalised["user_properties"] = truncate_strings(event.get("user_properties") or {}, limit)
-    normalised["billable"] = is_billable(renamed_type(event_type))
+    normalised["user_properties"] = user_properties
     normalised["ingested_at"] = ingested_at
-    normalised.update((name, value) for name, value in event.items() if name not in DERIVED_FIELDS)
-    return UserEvent(user_key(project, user_id, device_id), normalised, source, event.get(SKIP_SYNC) is True)
+    for name, item in event.items():
+        if name not in DERIVED_FIELDS:
+            normalised[name] = item
+    return normalised
 
 
 def reject_message(message: RawMessage, rejection: Rejection) -> DlqRecord:
@@ -275,13 +305,15 @@ def encode_deep(value: Any) -> bytes:
             parts.append(item)
         elif type(item) is dict:
             stack.append(b"}")
-            for position, (key, child) in reversed(list(enumerate(item.items()))):
+            pairs = list(item.items())
+            for position in range(len(pairs) - 1, -1, -1):
+                key, child = pairs[position]
                 stack.extend((child, orjson.dumps(key) + b":", b"," if position else b""))
             stack.append(b"{")
         elif type(item) is list:
             stack.append(b"]")
-            for position, child in reversed(list(enumerate(item))):
-                stack.extend((child, b"," if position else b""))
+            for position in range(len(item) - 1, -1, -1):
+                stack.extend((item[position], b"," if position else b""))
             stack.append(b"[")
         else:
             parts.append(orjson.dumps(item))

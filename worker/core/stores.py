@@ -1,9 +1,9 @@
-"""In-memory stores with batch transactions: the user state, the dedupe entries and the
-experiment-property registry.
+"""The stores of one by-user partition, with batch transactions: user state and dedupe entries.
 
-The Kafka runtime commits outputs in transactions; when one aborts, the in-memory changes of its
-batch must vanish too. Each store therefore keeps committed data and a pending layer:
-`commit()` folds the pending layer in, `rollback()` drops it. `process-file` uses the same stores.
+The Kafka runtime commits outputs in transactions; when one aborts, the changes of its batch must
+vanish too. Each store therefore keeps committed data and a pending layer: reads see both,
+`pending()` lists the batch's writes (last value per key: the changelog records of the batch),
+`commit()` folds them in and `rollback()` drops them. `process-file` uses the same stores.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from worker.core.identity import project_of
+from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
+from worker.core.records import state_record
+from worker.core.values import JsonObject
+
 V = TypeVar("V")
-_MISSING = object()
 
 
 class TransactionalMap(Generic[V]):
@@ -25,9 +29,8 @@ class TransactionalMap(Generic[V]):
         self._pending: dict[str, V] = {}
 
     def get(self, key: str) -> V | None:
-        value = self._pending.get(key, _MISSING)
-        if value is not _MISSING:
-            return value  # type: ignore[return-value]
+        if key in self._pending:
+            return self._pending[key]
         return self._committed.get(key)
 
     def put(self, key: str, value: V) -> None:
@@ -39,6 +42,10 @@ class TransactionalMap(Generic[V]):
             self._committed.pop(key, None)
         else:
             self._committed[key] = value
+
+    def pending(self) -> dict[str, V]:
+        """This batch's writes, the last value of each key."""
+        return self._pending
 
     def commit(self) -> None:
         self._committed.update(self._pending)
@@ -54,46 +61,53 @@ class TransactionalMap(Generic[V]):
     def __len__(self) -> int:
         return len(self._committed)
 
-    def prune(self, keep: Callable[[V], bool]) -> int:
-        """Drop committed entries for which `keep(value)` is false; returns how many."""
+    def prune(self, keep: Callable[[V], bool]) -> list[str]:
+        """Drop committed entries for which `keep(value)` is false; returns their keys."""
         doomed = [key for key, value in self._committed.items() if not keep(value)]
         for key in doomed:
             del self._committed[key]
-        return len(doomed)
+        return doomed
 
 
-class ExperimentRegistry:
-    """The experiment property names admitted per project (SPEC §6), shared by all partitions."""
+class PartitionStores:
+    """The stores of one by-user partition: user state (with when each pending change was
+    ingested, for the state record's `updated_at`) and dedupe entries (insert_id first seen)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._committed: dict[str, set[str]] = {}
-        self._pending: dict[str, set[str]] = {}
+    __slots__ = ("changed_at", "dedupe", "state")
 
-    def is_admitted(self, project: str, name: str) -> bool:
-        return name in self._committed.get(project, ()) or name in self._pending.get(project, ())
+    def __init__(self) -> None:
+        self.state: TransactionalMap[JsonObject] = TransactionalMap()
+        self.dedupe: TransactionalMap[int] = TransactionalMap()
+        self.changed_at: dict[str, int] = {}
 
-    def count(self, project: str) -> int:
-        return len(self._committed.get(project, ())) + len(self._pending.get(project, ()))
+    def put_state(self, user_key: str, properties: JsonObject, ingested_at: int) -> None:
+        self.state.put(user_key, properties)
+        self.changed_at[user_key] = ingested_at
 
-    def add(self, project: str, name: str) -> None:
-        """Record an admission made by this instance; pending until `commit()`."""
-        if not self.is_admitted(project, name):
-            self._pending.setdefault(project, set()).add(name)
-
-    def load(self, project: str, name: str) -> None:
-        """A name admitted elsewhere (the registry topic, or `--state-in`): always kept."""
-        self._committed.setdefault(project, set()).add(name)
-
-    def merge(self, other: ExperimentRegistry) -> None:
-        """Take the names another registry loaded (a restore that ran beside this one)."""
-        for project, names in other._committed.items():
-            self._committed.setdefault(project, set()).update(names)
+    def state_records(self) -> list[tuple[str, JsonObject]]:
+        """The batch's state records (SPEC §8.3): one per changed user, with its last value."""
+        changed_at = self.changed_at
+        return [(key, state_record(project_of(key), key, properties, changed_at[key]))
+                for key, properties in self.state.pending().items()]
 
     def commit(self) -> None:
-        for project, names in self._pending.items():
-            self._committed.setdefault(project, set()).update(names)
-        self._pending.clear()
+        self.state.commit()
+        self.dedupe.commit()
+        self.changed_at.clear()
 
     def rollback(self) -> None:
-        self._pending.clear()
+        self.state.rollback()
+        self.dedupe.rollback()
+        self.changed_at.clear()
+
+
+def restore_user(stores: PartitionStores, registry: ExperimentRegistry, user_key: str,
+                 properties: JsonObject | None) -> None:
+    """Load a user's committed state (None deletes it). Its experiment property names count as
+    admitted under the limit of SPEC §6, whatever the registry says: names in use keep working."""
+    stores.state.load(user_key, properties)
+    if properties is not None:
+        project = project_of(user_key)
+        for name in properties:
+            if name.startswith(EXPERIMENT_PREFIX):
+                registry.load(project, name)

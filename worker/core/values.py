@@ -2,13 +2,22 @@
 
 Events are plain decoded JSON (dict, list, str, int, float, bool, None). Equality here is JSON
 equality, not Python's: `true` is not `1` and `1` is not `1.0` (SPEC §3), so `==` cannot be used.
+
+Depth and truncation (SPEC §2) are judged by one walk, `scan`, that allocates nothing: almost no
+event is too deep or holds a long string, so the copying `truncate_strings` runs only for the few
+that do.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 JsonObject = dict[str, Any]
+
+# What `scan` found: nothing, a string or key over the length limit, a container past the depth limit.
+FINE: Final = 0
+LONG: Final = 1
+DEEP: Final = 2
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -19,7 +28,7 @@ def same_value(a: Any, b: Any) -> bool:
     if kind is not type(b):
         return False
     if kind is dict:
-        return a.keys() == b.keys() and all(same_value(v, b[k]) for k, v in a.items())
+        return bool(a.keys() == b.keys()) and all(same_value(v, b[k]) for k, v in a.items())
     if kind is list:
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
@@ -29,25 +38,47 @@ def contains_value(items: list[Any], value: Any) -> bool:
     return any(same_value(item, value) for item in items)
 
 
-def deeper_than(value: Any, limit: int) -> bool:
-    """True when `value` nests deeper than `limit`; the value itself is at depth 1 (SPEC §2)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > limit:
-            return True
-        if type(current) is dict:
-            stack.extend((child, depth + 1) for child in current.values() if type(child) in (dict, list))
-        elif type(current) is list:
-            stack.extend((child, depth + 1) for child in current if type(child) in (dict, list))
-    return False
+def scan(value: Any, depth: int, max_depth: int, max_length: int) -> int:
+    """FINE, LONG or DEEP for the container `value` at nesting `depth` (the event itself is at 1).
+
+    DEEP wins over LONG and ends the walk; the walk never goes below `max_depth + 1`, so it
+    recurses at most that far whatever the input."""
+    if depth > max_depth:
+        return DEEP
+    found = FINE
+    if type(value) is dict:
+        for key, item in value.items():
+            if len(key) > max_length:
+                found = LONG
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_length:
+                    found = LONG
+            elif kind is dict or kind is list:
+                inner = scan(item, depth + 1, max_depth, max_length)
+                if inner == DEEP:
+                    return DEEP
+                found |= inner
+    else:
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_length:
+                    found = LONG
+            elif kind is dict or kind is list:
+                inner = scan(item, depth + 1, max_depth, max_length)
+                if inner == DEEP:
+                    return DEEP
+                found |= inner
+    return found
 
 
 def truncate_strings(value: Any, limit: int) -> Any:
     """Cut every string value and every key longer than `limit` characters, at any depth."""
     kind = type(value)
     if kind is str:
-        return value if len(value) <= limit else value[:limit]
+        text: str = value
+        return text if len(text) <= limit else text[:limit]
     if kind is dict:
         return {
             (key if len(key) <= limit else key[:limit]): truncate_strings(item, limit)

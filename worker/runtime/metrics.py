@@ -11,6 +11,7 @@ that pins the names, the Grafana dashboard check and the alert-rule check all re
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -79,13 +80,26 @@ class Metrics:
         self._exposure_series: set[tuple[str, str, str]] = set()
         self._max_exposure_series = max_exposure_series
 
-    def count_exposure(self, project: str, flag: str, variant: str) -> None:
+    def count_exposure(self, project: str, flag: str, variant: str, amount: int = 1) -> None:
         labels = (project, flag, variant)
         if labels not in self._exposure_series:
             if len(self._exposure_series) >= self._max_exposure_series:
                 labels = (project, OTHER, OTHER)
             self._exposure_series.add(labels)
-        self.exposures.labels(*labels).inc()
+        self.exposures.labels(*labels).inc(amount)
+
+    def add_tally(self, tally: Tally[tuple[Counter, tuple[str, ...]]]) -> None:
+        """Add a batch's counts, gathered per (counter, labels) while the batch ran, once it committed:
+        counters count committed work, and the hot path takes no metric lock per event."""
+        for (counter, labels), amount in tally.items():
+            if counter is self.exposures:
+                project, flag, variant = labels
+                self.count_exposure(project, flag, variant, amount)
+            elif labels:
+                counter.labels(*labels).inc(amount)
+            else:
+                counter.inc(amount)
+        tally.clear()
 
     def series_names(self) -> frozenset[str]:
         """Every sample name a scrape can show: what a PromQL expression may refer to."""

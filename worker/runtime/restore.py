@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from worker.core.processor import PartitionStores, restore_user
-from worker.core.stores import ExperimentRegistry
+from worker.core.limit import ExperimentRegistry
+from worker.core.stores import PartitionStores, restore_user
 from worker.errors import KafkaFatalError
+from worker.runtime.clients import Clients, reader_config
 from worker.runtime.settings import WorkerSettings
-from worker.runtime.topics import admin_client
 from worker.serde import Codec
 
 log = logging.getLogger(__name__)
@@ -39,17 +39,8 @@ class RestoreResult:
 
 
 def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
-    return Consumer(
-        {
-            **settings.kafka_config(),
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.group_id}.{purpose}",  # never joined nor committed: assign() only
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    """An assign-only read_committed reader (restores, the registry, the ops commands)."""
+    return Consumer(reader_config(settings, purpose))
 
 
 def stable_end(admin: AdminClient, tp: TopicPartition) -> int | None:
@@ -68,7 +59,7 @@ def ends(admin: AdminClient, tp: TopicPartition) -> tuple[int, int]:
 
 def restore_partition(
     settings: WorkerSettings,
-    admin: AdminClient,
+    clients: Clients,
     partition: int,
     stores: PartitionStores,
     registry: ExperimentRegistry,
@@ -85,7 +76,8 @@ def restore_partition(
     topics = settings.topics
     pending = {(topics.state, partition), (topics.dedupe, partition)}
     positions: dict[tuple[str, int], int] = {}  # next offset to read, per changelog partition
-    consumer = start_reading(settings, pending, positions)
+    admin = clients.admin()
+    consumer = start_reading(clients, pending, positions)
     try:
         deadline = started + settings.restore_timeout_s
         reported = started
@@ -126,7 +118,7 @@ def restore_partition(
                 log.warning("restoring partition %d: %s; reading on with a new consumer", partition, failed)
                 consumer.close()
                 time.sleep(0.5)
-                consumer = start_reading(settings, pending, positions)
+                consumer = start_reading(clients, pending, positions)
                 continue
             if idle:  # at the end of what is there: is it the stable end?
                 try:
@@ -138,7 +130,7 @@ def restore_partition(
                     # after a leader change (librdkafka#4620).
                     log.warning("restoring partition %d: %s; asking again with a new admin client", partition, exc)
                     time.sleep(0.5)
-                    admin = admin_client(settings)
+                    admin = clients.admin()
     except KafkaException as exc:
         raise KafkaFatalError(f"restore of partition {partition}: {exc}") from exc
     finally:
@@ -148,10 +140,8 @@ def restore_partition(
     return result
 
 
-def start_reading(
-    settings: WorkerSettings, keys: set[tuple[str, int]], positions: dict[tuple[str, int], int]
-) -> Consumer:
-    consumer = restore_consumer(settings, "restore")
+def start_reading(clients: Clients, keys: set[tuple[str, int]], positions: dict[tuple[str, int], int]) -> Consumer:
+    consumer = clients.reader("restore")
     consumer.assign([TopicPartition(t, p, positions.get((t, p), OFFSET_BEGINNING)) for t, p in keys])
     return consumer
 
@@ -188,9 +178,9 @@ def load_dedupe(key: bytes | None, value: bytes | None, stores: PartitionStores)
 class RegistryFollower:
     """Reads the experiment-property registry topic in full, then keeps following it."""
 
-    def __init__(self, settings: WorkerSettings, registry: ExperimentRegistry) -> None:
+    def __init__(self, settings: WorkerSettings, clients: Clients, registry: ExperimentRegistry) -> None:
         self.registry = registry
-        self.consumer = restore_consumer(settings, "registry")
+        self.consumer = clients.reader("registry")
         topic = settings.topics.registry
         partitions = self.consumer.list_topics(topic, timeout=15).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

@@ -79,6 +79,8 @@ class WorkerSettings(BaseSettings):
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
     commit_interval_ms: int = Field(default=100, ge=1)
     commit_every_messages: int = Field(default=5000, ge=1)
+    # How long the producer waits to fill a batch (librdkafka linger.ms); see runtime/clients.py.
+    linger_ms: int = Field(default=20, ge=0, le=60_000)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     group_protocol: GroupProtocol = GroupProtocol.CONSUMER
     # How long a silent member keeps its partitions, and how often members heartbeat. None: the

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from worker.core import processor, reasons
+from worker.core import reasons
 from worker.core.config import CoreConfig
 from worker.core.records import RawMessage, UserEvent
 from worker.core.split import split_message
@@ -39,7 +39,8 @@ def test_duplicate_within_the_window_is_dropped_silently(pipeline: Pipeline) -> 
     pipeline.send(click({"$add": {"n": 1}}, insert_id="i-1"), timestamp_ms=T0)
     (outcome,) = pipeline.send(click({"$add": {"n": 1}}, insert_id="i-1", time=5), timestamp_ms=T0 + 1000)
     assert outcome.duplicate is True
-    assert (outcome.event, outcome.delta, outcome.state, outcome.dlq, outcome.dedupe) == (None,) * 5
+    assert (outcome.event, outcome.delta, outcome.dlq) == (None,) * 3
+    assert (pipeline.last.states, pipeline.last.dedupe) == ([], {})
     assert len(pipeline.events) == 1 and pipeline.dlq == []
     assert pipeline.state() == {"n": 1}
 
@@ -72,22 +73,22 @@ def test_dedupe_is_per_user_key_and_only_with_an_insert_id(pipeline: Pipeline) -
 
 
 def test_dedupe_entry_of_an_accepted_event(pipeline: Pipeline) -> None:
-    (outcome,) = pipeline.send(click(insert_id="i-1"), timestamp_ms=T0 + 5)
-    assert outcome.dedupe == (f"{KEY}/i-1", T0 + 5)
+    (_outcome,) = pipeline.send(click(insert_id="i-1"), timestamp_ms=T0 + 5)
+    assert pipeline.last.dedupe == {f"{KEY}/i-1": T0 + 5}
 
 
 # ---- processing_error ------------------------------------------------------------------------
 
 
-def test_processing_error_changes_nothing(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_processing_error_changes_nothing(pipeline: Pipeline) -> None:
     pipeline.restore(KEY, {"plan": "free"})
-    real = processor.apply_operations
+    real = pipeline.core.transform
 
-    def apply_then_fail(*args: Any) -> Any:
+    def transform_then_fail(*args: Any) -> Any:
         real(*args)  # the admission and the state update happen, then the event fails
         raise RuntimeError("bug after applying")
 
-    monkeypatch.setattr(processor, "apply_operations", apply_then_fail)
+    pipeline.core.transform = transform_then_fail
     sent = {"api_key": "key", "options": {"min_id_length": 3},
             "events": [click({"$set": {"plan": "pro", "[Experiment] f": "on"}}, insert_id="i-1", time=7.5)]}
     (outcome,) = pipeline.send(sent, headers=(("trace", b"t"),))
@@ -95,7 +96,8 @@ def test_processing_error_changes_nothing(pipeline: Pipeline, monkeypatch: pytes
     assert record is not None and record.reason == reasons.PROCESSING_ERROR
     assert "RuntimeError: bug after applying" in record.detail
     assert (record.source.topic, record.source.offset, record.source.index) == ("events.raw", 0, 0)
-    assert (outcome.event, outcome.delta, outcome.state, outcome.dedupe, outcome.admitted) == (None,) * 4 + ([],)
+    assert (outcome.event, outcome.delta) == (None, None)
+    assert (pipeline.last.states, pipeline.last.dedupe, pipeline.last.admitted) == ([], {}, [])
     # No state, dedupe or registry entry.
     assert pipeline.state() == {"plan": "free"}
     assert pipeline.stores.dedupe.get(f"{KEY}/i-1") is None
@@ -108,9 +110,9 @@ def test_processing_error_changes_nothing(pipeline: Pipeline, monkeypatch: pytes
     assert user_event.user_key == KEY and record.key == KEY.encode()
     original = {name: value for name, value in outcome_event(sent).items() if name != "ingested_at"}
     assert {name: value for name, value in user_event.event.items() if name != "ingested_at"} == original
-    assert processor.process_safely(user_event, pipeline.stores, pipeline.registry, pipeline.config).dlq
+    assert pipeline.core.process(user_event, pipeline.stores).dlq
     # ...and once the bug is gone it goes through, and is not a duplicate of the failed one.
-    monkeypatch.undo()
+    pipeline.core.transform = real
     (retried,) = pipeline.send(payload, headers=record.headers)
     assert retried.dlq is None and retried.duplicate is False
     assert pipeline.state() == {"plan": "pro", "[Experiment] f": "on"}
@@ -121,15 +123,14 @@ def outcome_event(sent: dict[str, Any]) -> dict[str, Any]:
     return user_event.event
 
 
-def test_processing_error_keeps_skip_sync_in_the_payload(pipeline: Pipeline,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processor, "changes_between", lambda *args: 1 / 0)
-    (outcome,) = pipeline.send(click({"a": 1}, **{"$skip_user_properties_sync": True}))
-    # skip_sync returns before changes_between; an ordinary event fails there.
-    assert outcome.dlq is None
+def test_processing_error_keeps_skip_sync_in_the_payload(pipeline: Pipeline) -> None:
+    def fail(*args: Any) -> Any:
+        raise ZeroDivisionError("bug")
+
+    pipeline.core.transform = fail
     (failed,) = pipeline.send(click({"a": 1}))
     assert failed.dlq is not None and "ZeroDivisionError" in failed.dlq.detail
-    monkeypatch.setattr(processor, "emitted", lambda *args: 1 / 0)
+    assert "$skip_user_properties_sync" not in orjson.loads(failed.dlq.payload)
     (failed_skip,) = pipeline.send(click({"a": 1}, **{"$skip_user_properties_sync": True}))
     assert failed_skip.dlq is not None
     assert orjson.loads(failed_skip.dlq.payload)["$skip_user_properties_sync"] is True
@@ -157,7 +158,7 @@ def test_limit_within_one_event(make_pipeline: type[Pipeline]) -> None:
     pipeline = make_pipeline(experiment_property_limit=2)
     (outcome,) = pipeline.send(click({"$set": {"[Experiment] a": 1, "[Experiment] b": 1, "[Experiment] c": 1},
                                       "plain": 1}))
-    assert outcome.admitted == ["[Experiment] a", "[Experiment] b"] and outcome.limit_dropped == 1
+    assert pipeline.last.admitted == ["[Experiment] a", "[Experiment] b"] and outcome.limit_dropped == 1
     assert pipeline.state() == {"[Experiment] a": 1, "[Experiment] b": 1, "plain": 1}
 
 
@@ -197,7 +198,7 @@ def test_admission_on_first_write_even_when_the_value_is_unchanged(make_pipeline
     # The state holds a name the registry does not (restored from user-state alone).
     pipeline.restore(KEY, {"[Experiment] a": "on"}, admit=False)
     (outcome,) = pipeline.send(set_experiment("a", "on"))
-    assert outcome.admitted == ["[Experiment] a"] and outcome.delta is None
+    assert pipeline.last.admitted == ["[Experiment] a"] and outcome.delta is None
     assert pipeline.registry.is_admitted("default", "[Experiment] a")
     (later,) = pipeline.send(set_experiment("b", user="user-2"))
     assert later.limit_dropped == 1
@@ -223,11 +224,11 @@ def test_every_writing_operation_needs_admission(make_pipeline: type[Pipeline], 
     full = make_pipeline(experiment_property_limit=1)
     full.registry.load("default", "[Experiment] taken")
     (dropped,) = full.send({**click(), **fields})
-    assert dropped.limit_dropped == 1 and dropped.admitted == []
+    assert dropped.limit_dropped == 1 and full.last.admitted == []
     assert full.state() is None and dropped.event is not None
     room = make_pipeline(experiment_property_limit=1)
     (admitted,) = room.send({**click(), **fields})
-    assert admitted.admitted == ["[Experiment] x"] and admitted.limit_dropped == 0
+    assert room.last.admitted == ["[Experiment] x"] and admitted.limit_dropped == 0
     assert room.registry.is_admitted("default", "[Experiment] x")
 
 
@@ -244,7 +245,7 @@ def test_unset_never_needs_admission(make_pipeline: type[Pipeline], fields: dict
     pipeline = make_pipeline(experiment_property_limit=0)
     pipeline.restore(KEY, {"[Experiment] x": "on", "plan": 1}, admit=False)
     (outcome,) = pipeline.send({**click(), **fields})
-    assert outcome.limit_dropped == 0 and outcome.admitted == []
+    assert outcome.limit_dropped == 0 and pipeline.last.admitted == []
     state = pipeline.state()
     assert state is not None and "[Experiment] x" not in state
 
@@ -252,16 +253,16 @@ def test_unset_never_needs_admission(make_pipeline: type[Pipeline], fields: dict
 def test_ignored_add_takes_no_place_under_the_limit(make_pipeline: type[Pipeline]) -> None:
     pipeline = make_pipeline(experiment_property_limit=1)
     (ignored,) = pipeline.send(click({"$add": {"[Experiment] n": "abc"}}))
-    assert (ignored.add_ignored, ignored.limit_dropped, ignored.admitted) == (1, 0, [])
-    (admitted,) = pipeline.send(set_experiment("a"))
-    assert admitted.admitted == ["[Experiment] a"]
+    assert (ignored.add_ignored, ignored.limit_dropped, pipeline.last.admitted) == (1, 0, [])
+    pipeline.send(set_experiment("a"))
+    assert pipeline.last.admitted == ["[Experiment] a"]
 
 
 def test_setonce_of_a_present_name_writes_nothing_and_admits_nothing(make_pipeline: type[Pipeline]) -> None:
     pipeline = make_pipeline(experiment_property_limit=0)
     pipeline.restore(KEY, {"[Experiment] x": "on"}, admit=False)
     (outcome,) = pipeline.send(click({"$setOnce": {"[Experiment] x": "other"}}))
-    assert (outcome.limit_dropped, outcome.admitted) == (0, [])
+    assert (outcome.limit_dropped, pipeline.last.admitted) == (0, [])
 
 
 def test_limit_is_per_project_and_never_limits_other_names(make_pipeline: type[Pipeline]) -> None:
@@ -292,7 +293,7 @@ def test_skip_sync_is_exactly_the_boolean_true(pipeline: Pipeline, flag: Any) ->
     assert outcome.event is not None and "$skip_user_properties_sync" not in outcome.event
     if flag is True:
         assert outcome.event["user_properties"] == {"visits": 1}
-        assert (outcome.delta, outcome.state, pipeline.state()) == (None, None, {"plan": "free"})
+        assert (outcome.delta, pipeline.last.states, pipeline.state()) == (None, [], {"plan": "free"})
     else:
         assert outcome.event["user_properties"] == {"plan": "free", "visits": 1}
         assert pipeline.state() == {"plan": "free", "visits": 1} and outcome.delta is not None
@@ -327,7 +328,7 @@ def test_skip_sync_assignment_carries_only_its_experiment_properties(pipeline: P
 def test_skip_sync_identify_has_no_effect(pipeline: Pipeline) -> None:
     (outcome,) = pipeline.send({"event_type": "$identify", "user_id": "user-1",
                                 "user_properties": {"$set": {"plan": "pro"}}, **SKIP})
-    assert (outcome.event, outcome.delta, outcome.state, pipeline.state()) == (None, None, None, None)
+    assert (outcome.event, outcome.delta, pipeline.last.states, pipeline.state()) == (None, None, [], None)
 
 
 # ---- §5.3 $identify, $groupidentify, other events; ingestion order ---------------------------
@@ -345,7 +346,7 @@ def test_identify_applies_emits_a_delta_and_no_event(pipeline: Pipeline) -> None
 def test_identify_without_changes_emits_nothing(pipeline: Pipeline) -> None:
     (outcome,) = pipeline.send({"event_type": "$identify", "user_id": "user-1",
                                 "user_properties": {"$unset": {"a": 1}}})
-    assert (outcome.event, outcome.delta, outcome.state) == (None, None, None)
+    assert (outcome.event, outcome.delta, pipeline.last.states) == (None, None, [])
 
 
 def test_groupidentify_passes_through_and_ignores_user_state(pipeline: Pipeline) -> None:
@@ -358,7 +359,7 @@ def test_groupidentify_passes_through_and_ignores_user_state(pipeline: Pipeline)
     assert outcome.event is not None
     assert outcome.event["groups"] == groups and outcome.event["group_properties"] == group_properties
     assert outcome.event["user_properties"] == {} and outcome.event["event_type"] == "$groupidentify"
-    assert (outcome.delta, outcome.state, pipeline.state()) == (None, None, {"plan": "free"})
+    assert (outcome.delta, pipeline.last.states, pipeline.state()) == (None, [], {"plan": "free"})
 
 
 def test_other_events_carry_the_full_state_after_their_ops(pipeline: Pipeline) -> None:

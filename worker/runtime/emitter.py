@@ -1,0 +1,103 @@
+"""From what the core returned to Kafka records and metrics: the by-user records of the split
+stage, the enriched events and deltas of the stateful stage, DLQ records, and, once per batch,
+the changelog records (each changed user's last state, dedupe entries, registry admissions).
+
+Counts are gathered per batch in a tally and reach Prometheus when the batch commits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+
+from prometheus_client import Counter
+
+from worker.core.billing import MonthlyTrackedUsers
+from worker.core.experiments import RENAMED_PROPERTIES, RENAMED_TYPES
+from worker.core.limit import ExperimentRegistry
+from worker.core.pipeline import Outcome
+from worker.core.records import DlqRecord, UserEvent
+from worker.core.stores import PartitionStores
+from worker.runtime.metrics import Metrics
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.sink import Sink
+from worker.serde import Codec, codec_for
+
+FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES["flag_key"], RENAMED_PROPERTIES["variant"]
+EXPOSURE_TYPES = frozenset(RENAMED_TYPES.values())
+
+
+class Emitter:
+    __slots__ = ("codecs", "metrics", "sink", "tally", "topics", "tracked")
+
+    def __init__(self, settings: WorkerSettings, metrics: Metrics, sink: Sink) -> None:
+        self.topics, self.metrics, self.sink = settings.topics, metrics, sink
+        self.codecs: dict[str, Codec] = {
+            kind: codec_for(kind, settings.formats.get(kind, "json")) for kind in ("enriched", "deltas", "state", "dlq")
+        }
+        self.tally: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
+        self.tracked = MonthlyTrackedUsers()
+
+    def count(self, counter: Counter, *labels: str, amount: int = 1) -> None:
+        self.tally[(counter, labels)] += amount
+
+    def by_user(self, events: list[UserEvent]) -> None:
+        for user_event in events:
+            self.sink.send(self.topics.by_user, user_event.user_key.encode(), user_event.to_bytes())
+
+    def dlq(self, record: DlqRecord) -> None:
+        self.count(self.metrics.dlq_records, record.reason)
+        self.sink.send(self.topics.dlq, record.key, self.codecs["dlq"].encode(record.to_json()),
+                       headers=record.kafka_headers())
+
+    def outcome(self, user_event: UserEvent, outcome: Outcome) -> None:
+        if outcome.duplicate:
+            self.count(self.metrics.dedupe_dropped)
+            return
+        key = user_event.user_key.encode()
+        event = outcome.event
+        if event is not None:
+            self.sink.send(self.topics.enriched, key, self.codecs["enriched"].encode(event))
+            self.count_event(user_event, event)
+        if outcome.delta is not None:
+            self.sink.send(self.topics.deltas, key, self.codecs["deltas"].encode(outcome.delta))
+        if outcome.dlq is not None:
+            self.dlq(outcome.dlq)
+        if outcome.unset_exposure:
+            self.count(self.metrics.unset_exposures)
+        if outcome.limit_dropped:
+            self.count(self.metrics.limit_dropped, user_event.project_id, amount=outcome.limit_dropped)
+        if outcome.add_ignored:
+            self.count(self.metrics.add_ignored, amount=outcome.add_ignored)
+
+    def count_event(self, user_event: UserEvent, event: dict[str, object]) -> None:
+        project = user_event.project_id
+        if event["billable"]:
+            self.count(self.metrics.billable_events, project)
+            users = self.tracked.track(project, user_event.user_key, user_event.ingested_at)
+            if users is not None:
+                self.metrics.monthly_tracked_users.labels(project).set(users)
+        elif event["event_type"] in EXPOSURE_TYPES:
+            properties = event["event_properties"]
+            assert isinstance(properties, dict)
+            self.count(self.metrics.exposures, project, str(properties.get(FLAG_PROPERTY)),
+                       str(properties.get(VARIANT_PROPERTY)))
+
+    def changelog(self, partition: int, stores: PartitionStores) -> None:
+        """The batch's changelog records of one partition, to the changelog partition of its number."""
+        encode = self.codecs["state"].encode
+        for key, record in stores.state_records():
+            self.sink.send(self.topics.state, key.encode(), encode(record), partition)
+        for key, first_seen in stores.dedupe.pending().items():
+            self.sink.send(self.topics.dedupe, key.encode(), str(first_seen).encode(), partition)
+
+    def admissions(self, registry: ExperimentRegistry) -> None:
+        for project, name, admitted_at in registry.pending():
+            self.sink.send(self.topics.registry, f"{project}/{name}".encode(), str(admitted_at).encode())
+
+    def committed(self) -> None:
+        for topic, count in self.sink.take_produced().items():
+            self.count(self.metrics.records_out, topic, amount=count)
+        self.metrics.add_tally(self.tally)
+
+    def aborted(self) -> None:
+        self.tally.clear()
