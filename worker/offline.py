@@ -25,6 +25,7 @@ from worker.core.stores import PartitionStores, restore_user
 from worker.errors import InputFileError
 
 FILE_TOPIC = "file"
+LINE = orjson.OPT_APPEND_NEWLINE
 # orjson reads integers beyond 64 bits as floats; lines with a run of 19 or more digits take the
 # exact path. Finding such a run: digits become "0", all else ".", then a plain substring search
 # (ten times faster than a regular expression over every line).
@@ -147,15 +148,15 @@ def process_file(
             processed = pipeline.run(message, stores)
             for rejected in processed.rejected:
                 summary.dlq[rejected.reason] += 1
-                dlq.write(orjson.dumps(rejected.to_json()) + b"\n")
+                dlq.write(orjson.dumps(rejected.to_json(), option=LINE))
             for outcome in processed.outcomes:
                 summary.count(outcome)
                 if outcome.event is not None:
-                    events.write(orjson.dumps(outcome.event) + b"\n")
+                    events.write(orjson.dumps(outcome.event, option=LINE))
                 if outcome.delta is not None:
-                    deltas.write(orjson.dumps(outcome.delta) + b"\n")
+                    deltas.write(orjson.dumps(outcome.delta, option=LINE))
                 if outcome.dlq is not None:
-                    dlq.write(orjson.dumps(outcome.dlq.to_json()) + b"\n")
+                    dlq.write(orjson.dumps(outcome.dlq.to_json(), option=LINE))
             stores.commit()
             pipeline.registry.commit()
             if meter is not None:

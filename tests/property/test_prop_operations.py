@@ -59,14 +59,14 @@ def test_set_then_unset_leaves_the_property_absent(state: dict[str, Any], name: 
     after_unset = apply(after_set, parse_operations({"$unset": {name: unset_operand}}))
     assert name not in after_unset
     assert same_value(after_unset, {key: item for key, item in after_set.items() if key != name})
-    assert name not in apply(state, [Operation(SET, name, value), Operation(UNSET, name, None)])
+    assert name not in apply(state, [(SET, name, value), (UNSET, name, None)])
 
 
 @EXAMPLES
 @given(st.one_of(st.none(), property_values), list_operands, st.sampled_from([PRE_INSERT, POST_INSERT]))
 def test_insert_never_duplicates_what_it_inserts(current: Any, operand: Any, kind: str) -> None:
     state = {} if current is None else {"p": current}
-    result = apply(state, [Operation(kind, "p", operand)])["p"] if operand is not None else None
+    result = apply(state, [(kind, "p", operand)])["p"] if operand is not None else None
     if result is None:
         return  # a null scalar operand writes nothing
     before = [] if current is None else current if type(current) is list else [current]

@@ -235,7 +235,7 @@ def test_parse_operations_is_in_canonical_order_whatever_the_key_order() -> None
         "$append": {"n": 1}, "$add": {"m": 1}, "$setOnce": {"l": 1}, "$set": {"k": 1}, "$unset": {"j": 1},
         "$clearAll": "-", "a": 2,
     }
-    kinds = [operation.kind for operation in parse_operations(user_properties)]
+    kinds = [kind for kind, _, _ in parse_operations(user_properties)]
     assert kinds == [*CANONICAL_ORDER, PLAIN, PLAIN]
     assert CANONICAL_ORDER == (CLEAR_ALL, UNSET, SET, SET_ONCE, ADD, APPEND, PREPEND, PRE_INSERT, POST_INSERT,
                                REMOVE)

@@ -80,7 +80,7 @@ def transform(user_event: UserEvent, old: JsonObject, admission: Admission) -> T
     elif event_type == ASSIGNMENT:
         # The properties used in evaluation are not the user's state: only experiment $set/$unset apply.
         operations = [op for op in operations
-                      if (op.kind == SET or op.kind == UNSET) and op.name.startswith(EXPERIMENT_PREFIX)]
+                      if (op[0] == SET or op[0] == UNSET) and op[1].startswith(EXPERIMENT_PREFIX)]
         event_properties = prefix_assignment_properties(event_properties)
     new = dict(old)
     stats = apply_operations(new, operations, admission)
@@ -99,11 +99,11 @@ def exposure_operations(operations: list[Operation], event_properties: JsonObjec
     that key. Returns the operations and whether the event itself is persisted (SPEC §5.1)."""
     name = experiment_property(event_properties[FLAG_KEY])
     variant: Any = event_properties.get(VARIANT)
-    kept = [op for op in operations if op.name != name]
+    kept = [op for op in operations if op[1] != name]
     if variant:
-        kept.append(Operation(SET, name, variant))
+        kept.append((SET, name, variant))
         return kept, True
-    kept.append(Operation(UNSET, name, None))
+    kept.append((UNSET, name, None))
     return kept, False
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from worker.core.values import JsonObject, contains_value
 
@@ -37,10 +37,10 @@ _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 _DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
-class Operation(NamedTuple):
-    kind: str
-    name: str  # "" for `$clearAll`
-    value: Any
+# (kind, name, operand): `kind` one of the operations or PLAIN, `name` "" for `$clearAll`. A plain
+# tuple: built for every property an event names, so it costs no class call.
+Operation = tuple[str, str, Any]
+RANK = {kind: rank for rank, kind in enumerate(CANONICAL_ORDER)}
 
 
 class OperationStats:
@@ -65,17 +65,28 @@ def invalid_operation(user_properties: JsonObject) -> str | None:
 
 
 def parse_operations(user_properties: JsonObject) -> list[Operation]:
-    """Flatten `user_properties` into operations, in the canonical order of SPEC §3."""
+    """Flatten `user_properties` into operations, in the canonical order of SPEC §3: one look at
+    each key (most events name one or two)."""
     operations: list[Operation] = []
-    if CLEAR_ALL in user_properties:
-        operations.append(Operation(CLEAR_ALL, "", None))
-    for kind in CANONICAL_ORDER[1:]:
-        operand = user_properties.get(kind)
-        if operand:
-            operations.extend(Operation(kind, name, value) for name, value in operand.items())
-    operations.extend(
-        Operation(PLAIN, name, value) for name, value in user_properties.items() if name not in OPERATIONS
-    )
+    plain: list[Operation] = []
+    found: list[tuple[int, str]] = []
+    for key, operand in user_properties.items():
+        rank = RANK.get(key)
+        if rank is None:
+            plain.append((PLAIN, key, operand))
+        else:
+            found.append((rank, key))
+    if len(found) > 1:
+        found.sort()
+    for _, kind in found:
+        if kind == CLEAR_ALL:
+            operations.append((CLEAR_ALL, "", None))
+        else:
+            operand = user_properties[kind]
+            if operand:
+                for name, value in operand.items():
+                    operations.append((kind, name, value))
+    operations.extend(plain)
     return operations
 
 
