@@ -10,7 +10,7 @@ CHECK := $(SHARED)/conformance/check.py
 # Cases believed to contradict SPEC.md (see the comment above each; none so far).
 DISPUTES :=
 
-.PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench chaos \
+.PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench chaos build \
 	bench-setup prometheus clean
 
 help:
@@ -21,13 +21,39 @@ help:
 	@echo "make bench  throughput and latency figures, as ratios against baselines run in the same process"
 	@echo "make chaos  the long stress suite (~12 min): kills, rebalances, zombies, broker restarts; 0 lost, 0 duplicated"
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# The editable install itself is pure Python; `make build` compiles the hot modules in place.
+	EXPERIMENT_WORKER_COMPILE=0 $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+	  -e '.[dev]' 'setuptools>=77' wheel
 	@touch $(STAMP)
 
+# mypyc compiles the modules setup.py lists, beside their sources (*.so, ignored by git), when a C
+# compiler is there (COMPILE=auto); COMPILE=0 leaves the checkout pure Python, COMPILE=1 insists.
+COMPILE ?= auto
+COMPILED_SOURCES := $(shell sed -n 's/^    "\(worker\/.*\.py\)",$$/\1/p' setup.py)
+BUILD_STAMP := .build/compiled-stamp
+$(BUILD_STAMP): $(STAMP) setup.py $(COMPILED_SOURCES)
+	@mkdir -p .build
+	@if [ "$(COMPILE)" = 0 ]; then find worker -name '*.so' -delete; echo "build: pure Python (COMPILE=0)"; \
+	else EXPERIMENT_WORKER_COMPILE=$(COMPILE) $(BIN)/python setup.py -q build_ext --inplace > .build/mypyc.log 2>&1 \
+	  || { tail -30 .build/mypyc.log; exit 1; }; \
+	  find worker -name '*.so' -exec touch {} +; \
+	  $(BIN)/python -c 'import worker.build as b; print("build:", b.describe())'; fi
+	@touch $(BUILD_STAMP)
+
+# The same sources without the compiled modules, for conformance against the pure-Python build.
+PURE := .build/pure
+$(PURE)/.stamp: $(shell git ls-files worker 2>/dev/null)
+	@rm -rf $(PURE) && mkdir -p $(PURE)
+	@git ls-files worker | grep -v '^worker/schemas$$' | xargs cp --parents -t $(PURE)
+	@cp -rL worker/schemas $(PURE)/worker/
+	@touch $@
+
 setup: $(STAMP)
+
+build: $(BUILD_STAMP)
 
 # prometheus + promtool (Debian's package) for the alert-rule and scrape tests.
 tools:
@@ -39,22 +65,28 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup tools
+unit: build tools
 	$(BIN)/pytest -q tests/unit tests/property
 
 jars: setup
 	$(BIN)/python -m worker.runtime.local_broker fetch
 
-integration: jars tools
+integration: build jars tools
 	$(BIN)/pytest -q tests/integration
 
-conformance: setup
+# Against both builds: the installed command (compiled by `make build` where it can be), and the
+# same sources as pure Python (python -P: the checkout's compiled modules are not on the path).
+conformance: build $(PURE)/.stamp
 	@if [ -f $(CHECK) ]; then \
-	  $(BIN)/python $(CHECK) --cmd $(BIN)/experiment-worker $(foreach d,$(DISPUTES),--dispute $(d)); \
+	  echo "conformance, $$($(BIN)/python -c 'import worker.build as b; print(b.describe())'):"; \
+	  $(BIN)/python $(CHECK) --cmd $(BIN)/experiment-worker $(foreach d,$(DISPUTES),--dispute $(d)) && \
+	  echo "conformance, pure Python:" && \
+	  PYTHONPATH=$(abspath $(PURE)) $(BIN)/python $(CHECK) --cmd "$(BIN)/python -P -m worker.cli" \
+	    $(foreach d,$(DISPUTES),--dispute $(d)); \
 	elif [ -n "$$CI" ]; then echo "conformance: $(CHECK) not found (CI needs ../shared beside the clone)"; exit 1; \
 	else echo "conformance: $(CHECK) not found: the shared cases did NOT run"; fi
 
-test: lint typecheck jars tools
+test: lint typecheck build jars tools
 	$(BIN)/pytest -q tests
 	$(MAKE) --no-print-directory conformance
 
@@ -67,7 +99,7 @@ kafka-down: setup
 kafka-status: setup
 	$(BIN)/python -m worker.runtime.local_broker status
 
-run: kafka-up
+run: build kafka-up
 	$(BIN)/python -m worker.demo
 
 prometheus: setup tools
@@ -76,10 +108,10 @@ prometheus: setup tools
 # The long form of tests/integration/test_chaos.py, on a broker of its own (it restarts it).
 CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --leaves 6 \
 	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --finish-timeout-s 600
-chaos: jars
+chaos: build jars
 	$(BIN)/python -m worker.chaos $(CHAOS_FLAGS)
 
-bench: kafka-up
+bench: build kafka-up
 	-$(MAKE) --no-print-directory bench-setup  # without it the table has no Quix row, and says why
 	$(BIN)/python -m benchmarks.run
 
@@ -97,4 +129,5 @@ bench-setup: $(BENCH_STAMP)
 
 clean:
 	-$(BIN)/python -m worker.runtime.local_broker down
-	rm -rf .run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .run .build build .mypy_cache .ruff_cache .pytest_cache
+	find worker -name '*.so' -delete

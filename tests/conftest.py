@@ -8,11 +8,19 @@ from typing import Any
 import orjson
 import pytest
 
+from worker.build import stale_modules
 from worker.core import pipeline as core
 from worker.core.config import CoreConfig
 from worker.core.pipeline import Outcome
 from worker.core.records import DlqRecord, Headers, RawMessage
 from worker.core.stores import PartitionStores, restore_user
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compiled modules older than their sources would test old code: refuse to run."""
+    stale = stale_modules()
+    if stale:
+        pytest.exit(f"compiled modules are older than {', '.join(stale)}: run `make build`", returncode=4)
+
 
 T0 = 1_700_000_000_000  # an ingestion time (ms) far from any day boundary
 RAW_TOPIC = "events.raw"

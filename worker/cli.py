@@ -96,8 +96,10 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
 
 def run_check_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    from worker.build import describe
+
     settings.core_config()  # reads and checks the projects file
-    print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps({**settings.describe(), "build": describe()}, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from worker import __version__
+from worker.build import describe
 from worker.core.dlq_limit import DlqLimit
 from worker.core.pipeline import Pipeline
 from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
@@ -87,6 +89,7 @@ class Worker:
 
     def start(self) -> None:
         settings = self.settings
+        log.info("experiment-worker %s, %s, instance %s", __version__, describe(), settings.instance_id)
         admin = self.clients.admin()
         log.info("topics checked: %s", check_topics(admin, settings))
         configure_group(admin, settings)
