@@ -49,7 +49,8 @@ ACTIONS = ("kill", "leave", "join", "zombie", "broker-term", "broker-kill")
 
 def worker_command(settings: WorkerSettings) -> list[str]:
     """`experiment-worker run` in a child process with these settings."""
-    return [sys.executable, "-m", "worker.cli", "run", *as_flags(settings, RUN_SETTINGS), "--set", "metrics_port=0"]
+    return [sys.executable, "-m", "worker.cli", "run", "--processes", "1", *as_flags(settings, RUN_SETTINGS),
+            "--set", "metrics_port=0"]
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
     from worker.runtime.settings import WorkerSettings
 
 
-def non_negative_int(setting: str) -> type[int]:
+def int_at_least(setting: str, minimum: int) -> type[int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{setting} must be an integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{setting} must be >= 0, got {value}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{setting} must be >= {minimum}, got {value}")
         return value
 
     return parse  # type: ignore[return-value]
@@ -39,11 +39,11 @@ def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument("--out", type=Path, required=True, help="directory for events/deltas/dlq/state.jsonl")
     parser.add_argument("--state-in", type=Path, help="JSON Lines of {key, user_properties}")
     parser.add_argument("--projects", type=Path, help="JSON object api_key -> project_id")
-    parser.add_argument("--experiment-property-limit", type=non_negative_int("--experiment-property-limit"),
+    parser.add_argument("--experiment-property-limit", type=int_at_least("--experiment-property-limit", 0),
                         default=CoreConfig().experiment_property_limit)
-    parser.add_argument("--min-id-length", type=non_negative_int("--min-id-length"),
+    parser.add_argument("--min-id-length", type=int_at_least("--min-id-length", 0),
                         default=CoreConfig().min_id_length)
-    parser.add_argument("--now", type=non_negative_int("--now"), help="ms for records without a timestamp")
+    parser.add_argument("--now", type=int_at_least("--now", 0), help="ms for records without a timestamp")
     parser.set_defaults(handler=run_process_file)
 
 
@@ -128,9 +128,13 @@ def run_worker_command(args: argparse.Namespace) -> int:
     from worker.runtime.logs import configure_logging
     from worker.runtime.metrics import Metrics
     from worker.runtime.runner import Worker
+    from worker.runtime.supervisor import usable_cpus
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format == "json")
+    processes = args.processes if args.processes is not None else usable_cpus()
+    if processes > 1:
+        return run_supervisor(args, settings, processes)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     worker = Worker(settings, metrics)
@@ -143,6 +147,44 @@ def run_worker_command(args: argparse.Namespace) -> int:
     worker.install_signal_handlers()
     worker.run()
     return 0
+
+
+def run_supervisor(args: argparse.Namespace, settings: WorkerSettings, processes: int) -> int:
+    """`run --processes N`: N worker processes, supervised, their metrics merged on one port."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from worker.runtime import supervisor as sv
+    from worker.runtime.health import HealthState, serve
+
+    directory = sv.metrics_dir()
+    env = {**os.environ, sv.MULTIPROC_ENV: directory, sv.SUPERVISED_ENV: "1"}
+    os.environ[sv.MULTIPROC_ENV] = directory
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+    argv = args.argv[args.argv.index("run") + 1:]
+    supervisor = sv.Supervisor(sv.child_commands(argv, settings.instance_id, processes), env)
+
+    def last_loop() -> float:  # the oldest child's loop, on the monotonic clock HealthState reads
+        shown = registry.get_sample_value("experiment_worker_loop_timestamp_seconds")
+        return time.monotonic() - (time.time() - shown) if shown else time.monotonic()
+
+    state = HealthState()
+    state.last_loop = last_loop
+    state.is_ready = lambda: supervisor.alive() and registry.get_sample_value("experiment_worker_ready") == 1
+    if settings.metrics_port:
+        serve(settings.metrics_port, registry, state)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    try:
+        return supervisor.run()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_state(args: argparse.Namespace) -> int:
@@ -190,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_process_file(commands)
     run = commands.add_parser("run", help="run the streaming worker on Kafka")
     add_settings_flags(run)
+    run.add_argument("--processes", type=int_at_least("--processes", 1),
+                     help="worker processes, each a group member (default: the usable CPU count)")
     run.set_defaults(handler=run_worker_command)
     topics = commands.add_parser("topics", help="create, check or describe the topics of SPEC §1")
     topics.add_argument("action", choices=("create", "check", "describe"))
@@ -217,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --processes N` hands it to its children
     try:
         return int(args.handler(args))
     except WorkerError as exc:

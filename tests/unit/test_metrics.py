@@ -33,6 +33,7 @@ experiment_worker_restoring_partitions{}
 experiment_worker_users_in_state{partition}
 experiment_worker_consumer_lag{topic,partition}
 experiment_worker_last_commit_timestamp_seconds{}
+experiment_worker_loop_timestamp_seconds{}
 experiment_worker_ready{}
 experiment_worker_dlq_ratio{}
 """

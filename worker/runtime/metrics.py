@@ -5,6 +5,9 @@ Exposure counts carry flag and variant labels, bounded by `max_exposure_series` 
 flag/variant pairs are counted under flag="_other") so a sample-ratio mismatch can be watched
 without letting a producer blow up the series count.
 
+Under `run --processes N` the processes' samples are merged (prometheus-client's multiprocess
+mode): counters and histograms add up, and each gauge says how it merges.
+
 `Metrics.catalog` names every family as Prometheus scrapes it, with its labels: the unit test
 that pins the names, the Grafana dashboard check and the alert-rule check all read it.
 """
@@ -63,7 +66,7 @@ class Metrics:
         self.exposures = counter("exposures_total", "Exposures emitted", ("project", "flag", "variant"))
         self.monthly_tracked_users = gauge(
             "monthly_tracked_users", "Users with a billable event this UTC month (since start, per instance)",
-            ("project",),
+            ("project",), mode="livesum",  # each user lives on one partition, so processes sum exactly
         )
         self.transactions = counter("transactions_total", "Transactions (or offset commits)", ("outcome",))
         self.commit_seconds = histogram("commit_seconds", "Time to commit a batch", LATENCY_BUCKETS)
@@ -71,12 +74,17 @@ class Metrics:
         self.rebalances = counter("rebalances_total", "Rebalance callbacks", ("kind",))
         self.restore_records = counter("restore_records_total", "Changelog records read during restore", ("topic",))
         self.restore_seconds = histogram("restore_seconds", "Time to restore one partition", RESTORE_BUCKETS)
-        self.restoring_partitions = gauge("restoring_partitions", "Partitions whose restore is under way")
-        self.users_in_state = gauge("users_in_state", "Users held in memory", ("partition",))
-        self.consumer_lag = gauge("consumer_lag", "Messages behind the end of the partition", ("topic", "partition"))
-        self.last_commit = gauge("last_commit_timestamp_seconds", "Unix time of the last successful commit")
-        self.ready = gauge("ready", "1 when every assigned partition is restored")
-        self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ")
+        self.restoring_partitions = gauge("restoring_partitions", "Partitions whose restore is under way",
+                                          mode="livesum")
+        self.users_in_state = gauge("users_in_state", "Users held in memory", ("partition",), mode="livesum")
+        self.consumer_lag = gauge("consumer_lag", "Messages behind the end of the partition", ("topic", "partition"),
+                                  mode="livesum")
+        self.last_commit = gauge("last_commit_timestamp_seconds", "Unix time of the last successful commit",
+                                 mode="livemax")
+        self.loop_timestamp = gauge("loop_timestamp_seconds", "Unix time the processing loop last turned (the "
+                                    "oldest of the processes)", mode="livemin")
+        self.ready = gauge("ready", "1 when every assigned partition is restored (of every process)", mode="livemin")
+        self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ", mode="livemax")
         self._exposure_series: set[tuple[str, str, str]] = set()
         self._max_exposure_series = max_exposure_series
 
@@ -120,9 +128,12 @@ class Metrics:
         full = self._name(name)
         return self._add(Counter(full, doc, labels, registry=self.registry), "counter", labels, full)
 
-    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+        """`mode`: how `run --processes N` merges the processes' values (prometheus-client's
+        multiprocess mode; one process ignores it)."""
         full = self._name(name)
-        return self._add(Gauge(full, doc, labels, registry=self.registry), "gauge", labels, full)
+        gauge = Gauge(full, doc, labels, registry=self.registry, multiprocess_mode=mode)  # type: ignore[arg-type]
+        return self._add(gauge, "gauge", labels, full)
 
     def _histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
         full = self._name(name)

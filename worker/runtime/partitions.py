@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -60,9 +61,8 @@ class PartitionManager:
         """Take the new partitions; pause each keyed one while a thread restores its state."""
         consumer.incremental_assign(partitions)
         keyed = [tp for tp in partitions if tp.topic == self.keyed_topic]
-        if not keyed:
-            return
-        consumer.pause(keyed)
+        if keyed:
+            consumer.pause(keyed)
         for tp in keyed:
             job = Restoring(tp.partition, self.settings.experiment_property_limit)
             self.restorations[tp.partition] = job
@@ -139,6 +139,11 @@ class PartitionManager:
 
 
 def remove_series(family: Any, *labels: str) -> None:
-    """Drop a partition's series when the partition goes, so a stale value cannot fire an alert."""
+    """Drop a partition's series when the partition goes, so a stale value cannot fire an alert.
+    Merged across processes (`run --processes N`) a series cannot be removed: it is set to 0, so
+    the sum over the processes is the new owner's value alone."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        family.labels(*labels).set(0)
+        return
     with contextlib.suppress(KeyError):
         family.remove(*labels)

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 CONSUME_TIMEOUT_S = 0.005
 PRUNE_EVERY_S = 60.0
 LAG_EVERY_S = 5.0
+LOOP_GAUGE_EVERY_S = 1.0
 # Dedupe entries are kept this long past the window, so ingestion times that run a little
 # backwards across raw partitions still meet the entry they should.
 PRUNE_MARGIN_MS = 3_600_000
@@ -68,7 +69,7 @@ class Worker:
         self.rewound: set[tuple[str, int]] = set()  # partitions the last abort sought back
         self.stopping = threading.Event()
         self.running = False
-        self.last_loop = self.pruned_at = self.lag_at = self.clock.monotonic()
+        self.last_loop = self.pruned_at = self.lag_at = self.loop_shown = self.clock.monotonic()
         self.latest_ingested = 0
         self.consumer: Consumer | None = None
         self.sink: Sink | None = None
@@ -118,6 +119,9 @@ class Worker:
         """One turn of the loop: install restores, handle what came, commit when due, periodic work."""
         assert self.consumer is not None and self.follower is not None
         self.last_loop = self.clock.monotonic()
+        if self.last_loop - self.loop_shown >= LOOP_GAUGE_EVERY_S:  # what a supervisor's /healthz reads
+            self.loop_shown = self.last_loop
+            self.metrics.loop_timestamp.set(self.clock.time())
         if self.partitions.restoring:
             self.partitions.install_restored(self.consumer)
         # consume() returns when it has all 1000 or the timeout is over: a short timeout keeps a
