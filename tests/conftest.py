@@ -15,6 +15,7 @@ from worker.core.pipeline import Outcome
 from worker.core.records import DlqRecord, Headers, RawMessage
 from worker.core.stores import PartitionStores, restore_user
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """Compiled modules older than their sources would test old code: refuse to run."""
     stale = stale_modules()
