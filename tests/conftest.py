@@ -8,13 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.processor import Outcome, PartitionStores, process_safely
 from worker.core.records import DlqRecord, Headers, RawMessage
 from worker.core.split import split_message
 from worker.core.stores import ExperimentRegistry
 
-T0 = 1_700_000_000_000  # an ingestion time (ms) far from any day boundary
 RAW_TOPIC = "events.raw"
 
 

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.processor import Outcome, PartitionStores, process_safely
 from worker.core.records import DlqRecord, Headers, RawMessage, UserEvent
@@ -28,7 +29,6 @@ from worker.core.stores import ExperimentRegistry
 from worker.core.values import same_value
 
 EXAMPLES = settings(max_examples=200, deadline=None)
-T0 = 1_700_000_000_000
 MB = 1_000_000
 CONFIG = CoreConfig()
 PROJECTS = CoreConfig(projects={"key-a": "proj_a"})

@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.property.strategies import configs, events, headers, json_objects, message_values
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.records import DlqRecord, Headers, RawMessage, Source, UserEvent
 from worker.core.split import split_message
 from worker.core.values import same_value
 
 EXAMPLES = settings(max_examples=200, deadline=None)
-T0 = 1_700_000_000_000
 
 
 def split(value: bytes, config: CoreConfig, message_headers: Headers = ()) -> tuple[list[UserEvent], list[Any]]:
