@@ -24,10 +24,11 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.loadgen import START_MS, BenchStream
-from worker.chaos import worker_command
+from dev.workers import settings_for as unique_settings
+from dev.workers import worker_command
 from worker.offline import process_file
 from worker.runtime.ops import consumer_lag
-from worker.runtime.settings import WorkerSettings, load_settings
+from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
 PARTITIONS = 6  # 2 processes on 2 cores get 3 each
@@ -35,11 +36,7 @@ SUBSCRIBING = "experiment-property registry:"  # the worker's last log line befo
 
 
 def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSettings:
-    topics = {name: f"{prefix}.{name}" for name in
-              ("raw", "by_user", "enriched", "deltas", "state", "dlq", "registry", "dedupe")}
-    base: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": f"{prefix}.worker", "instance_id": "bench",
-                            "topics": topics, "partitions": PARTITIONS, "metrics_port": 0, "dlq_max_ratio": 1.0}
-    return load_settings(**{**base, **overrides})
+    return unique_settings(bootstrap, prefix, **{"instance_id": "bench", "partitions": PARTITIONS, **overrides})
 
 
 @dataclass

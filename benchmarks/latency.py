@@ -16,7 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks.loadgen import BenchStream
-from worker.chaos import worker_command
+from dev.workers import worker_command
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 

@@ -7,7 +7,7 @@ assignments (insert_id derived); users are Zipf-skewed over `users` ids, a tenth
 (device id only), in two projects; ~0.5% of records are SDK retries of a recent record (dropped by
 dedupe) and ~0.1% are bad input of several kinds. Same seed, same bytes.
 
-`worker/loadgen.py` generates the demo stream as Python objects and picks users with per-call
+`dev/loadgen.py` generates the demo stream as Python objects and picks users with per-call
 weights; this one writes encoded lines straight to a file, fast enough for millions of records.
 """
 

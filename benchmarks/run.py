@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import e2e, latency, quix, state
-from worker.runtime.local_broker import recorded_broker
+from dev.kafka import recorded_broker
 
 QUIX_SETUP_HINT = "`make bench-setup` (quixstreams in .venv-bench) did not succeed"
 
@@ -106,7 +106,7 @@ class Run:
 
 def quix_expected(workload: e2e.Workload) -> int:
     """The enriched events Quix's version of the job emits for the workload's messages."""
-    from worker.loadgen import RawRecord
+    from dev.loadgen import RawRecord
 
     records = []
     for value, _, _ in workload.messages:

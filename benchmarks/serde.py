@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
+from dev.loadgen import START_MS, StreamGenerator
 from worker.core.config import CoreConfig
 from worker.core.processor import PartitionStores, process_safely
 from worker.core.records import RawMessage
 from worker.core.split import split_message
 from worker.core.stores import ExperimentRegistry
-from worker.loadgen import START_MS, StreamGenerator
 from worker.serde import codec_for
 
 REPEATS = 5

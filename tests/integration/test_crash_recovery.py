@@ -10,18 +10,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.pipeline import (
+from dev.loadgen import StreamGenerator
+from dev.verify import (
     count_records,
-    create_all_topics,
+    expected_counts,
     kafka_outputs,
     offline_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
-    worker_settings,
 )
-from worker.chaos import worker_command
-from worker.loadgen import StreamGenerator
+from dev.workers import worker_command
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
 
 KILLS = 3
 
@@ -46,9 +47,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: 
     partial = len(read_topic(kafka_bootstrap, settings.topics.enriched))
     worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
     try:
-        topics = settings.topics
-        wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                    topics.dlq: counts["dlq"]}, timeout_s=180)
+        wait_for_outputs(settings, expected_counts(settings, expected), timeout_s=180)
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0

@@ -19,18 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import (
-    WorkerThread,
-    create_all_topics,
-    produce_raw,
-    read_topic,
-    wait_for_outputs,
-    worker_settings,
-)
-from worker.loadgen import RawRecord, StreamGenerator
+from dev.children import free_ports
+from dev.loadgen import RawRecord, StreamGenerator
+from dev.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus
+from dev.verify import produce_raw, read_topic, wait_for_outputs
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
+from tests.support.workers import WorkerThread
 from worker.runtime.health import HealthState, serve
-from worker.runtime.local_broker import free_ports
-from worker.runtime.prometheus_local import INSTALL_HINT, LocalPrometheus, find_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

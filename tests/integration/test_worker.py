@@ -11,21 +11,22 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
-from tests.integration.pipeline import (
+from dev.loadgen import RawRecord, StreamGenerator
+from dev.verify import (
     Outputs,
-    WorkerThread,
     count_records,
-    create_all_topics,
+    expected_counts,
     kafka_outputs,
     offline_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
-    worker_settings,
 )
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
+from tests.support.workers import WorkerThread
 from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded, TopologyError
-from worker.loadgen import RawRecord, StreamGenerator
 from worker.runtime.metrics import Metrics
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings
@@ -38,9 +39,7 @@ def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: in
     produce_raw(settings, list(StreamGenerator(seed=seed, users=150, bad_share=0.05).records(events)))
     raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
     expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
-    topics = settings.topics
-    return expected, {topics.enriched: counts["events"], topics.deltas: counts["deltas"], topics.dlq: counts["dlq"]}
+    return expected, expected_counts(settings, expected)
 
 
 def assert_same(settings: WorkerSettings, expected: Outputs) -> None:
@@ -111,11 +110,8 @@ def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     produce_raw(settings, records[half:])
     raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
     expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
     second = WorkerThread(settings).start()  # same instance id: restores state from the changelogs
-    topics = settings.topics
-    wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                topics.dlq: counts["dlq"]})
+    wait_for_outputs(settings, expected_counts(settings, expected))
     second.stop()
     assert_same(settings, expected)
 

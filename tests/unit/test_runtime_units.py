@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from prometheus_client import CollectorRegistry
 
+from tests.support.workers import idle_worker
 from worker.core.dlq_limit import DlqLimit
 from worker.core.processor import PartitionStores
 from worker.errors import ConfigError
 from worker.runtime.kafka_errors import ErrorClass, classify
-from worker.runtime.metrics import Metrics
-from worker.runtime.runner import PRUNE_MARGIN_MS, Worker
-from worker.runtime.settings import as_flags, load_settings
+from worker.runtime.runner import PRUNE_MARGIN_MS
+from worker.runtime.settings import load_settings
 from worker.runtime.topics import group_configs
 
 DAY_MS = 86_400_000
@@ -55,11 +54,6 @@ def test_session_timeout_becomes_group_configs_under_kip_848_only() -> None:
     assert group_configs(load_settings(session_timeout_ms=6000, group_protocol="classic")) == {}
 
 
-def test_flags_leave_unset_settings_at_their_default() -> None:
-    flags = as_flags(load_settings(session_timeout_ms=6000), {"session_timeout_ms", "heartbeat_interval_ms"})
-    assert flags == ["--set", "session_timeout_ms=6000"]
-
-
 def test_missing_projects_file_is_named() -> None:
     with pytest.raises(ConfigError, match="projects_file"):
         load_settings(projects_file="/nonexistent/projects.json")
@@ -98,7 +92,7 @@ def test_dlq_limit_consecutive_run() -> None:
 
 
 def test_dedupe_entries_past_the_window_are_pruned() -> None:
-    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
+    worker = idle_worker()
     stores = PartitionStores()
     now = 100 * DAY_MS
     stores.dedupe.load("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)
@@ -125,7 +119,7 @@ def test_kafka_errors_are_classified_once(error: KafkaError, expected: ErrorClas
 
 
 def test_monthly_tracked_users_count_each_user_once_per_utc_month() -> None:
-    worker = Worker(load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0), Metrics(CollectorRegistry()))
+    worker = idle_worker()
 
     def tracked() -> float | None:
         return worker.metrics.registry.get_sample_value("experiment_worker_monthly_tracked_users", {"project": "p"})

@@ -1,11 +1,14 @@
-"""Small helpers for tests against a real broker: create a topic and wait for it.
-Reading a topic to its end is worker.verify.read_topic."""
+"""Topics for tests against a real broker: one topic, created and waited for until every
+partition has a leader, or all of a worker's. Reading a topic to its end is dev.verify.read_topic."""
 
 from __future__ import annotations
 
 import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.topics import admin_client, create_topics
 
 
 def create_topic(
@@ -23,3 +26,8 @@ def create_topic(
             return
         time.sleep(0.1)
     raise TimeoutError(f"topic {name} has no leader for all {partitions} partitions after {timeout_s} s")
+
+
+def create_all_topics(settings: WorkerSettings) -> None:
+    """Every topic of SPEC §1 under `settings`' names, as `experiment-worker topics create` does."""
+    create_topics(admin_client(settings), settings)
