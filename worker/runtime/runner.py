@@ -116,7 +116,6 @@ class Worker:
         self.stopping = threading.Event()
         self.restorations: dict[int, Restoring] = {}
         self.running = False
-        self.consumed = 0
         self.last_loop = time.monotonic()
         self.admin = admin_client(settings)
         self.consumer: Consumer | None = None
@@ -290,7 +289,6 @@ class Worker:
             return
         topic, partition, offset = coordinates(message)
         self.counter(self.metrics.messages_in, topic).inc()
-        self.consumed += 1
         if not self.batch.messages:
             self.batch.started = time.monotonic()
         if self.settings.skip_split:  # producers key by user key: split and process in one step
