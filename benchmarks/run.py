@@ -1,7 +1,7 @@
 """`make bench`: every figure of issue 9 in one run on the local broker, one table, and a JSON
 result file (bench-results.json).
 
-Same broker, same input (benchmarks/loadgen.py: 70% ordinary events with user-property
+Same broker, same input (dev/loadgen.py: 70% ordinary events with user-property
 operations, 20% exposures, 10% assignments, 100k Zipf-skewed users, envelopes of 1–50 events,
 a fixed seed; BENCH_EVENTS events, default 1,000,000), each system on a raw topic of its own
 holding the same messages:
