@@ -76,7 +76,6 @@ def scraped_worker(kafka_bootstrap: str) -> Iterator[tuple[WorkerThread, str, Lo
     state = HealthState()
     state.last_loop = lambda: worker.worker.last_loop
     state.is_ready = lambda: worker.worker.ready
-    state.is_restoring = lambda: worker.worker.restoring > 0
     server = serve(port, worker.worker.metrics.registry, state, host="127.0.0.1")
     base = f"http://127.0.0.1:{port}"
     try:
