@@ -70,16 +70,23 @@ class RawRecord:
 
 # One of each kind of bad input: malformed_json (twice: not JSON, not UTF-8), invalid_envelope,
 # invalid_time, missing_user_identity, invalid_exposure, invalid_user_properties, invalid_event.
+# Those that name a user carry its user key, as a keying producer sends them: the good event
+# beside the bad one in the last envelope must land where that user's other events are, or
+# its place in the user's order would depend on partition timing. Like every generated event it
+# has an insert_id (assignments derive theirs), so a copy processed again is dropped by dedupe.
 BAD_RECORDS = (
     RawRecord(None, value_raw="{not json"),
     RawRecord(None, value_raw='{"event_type": "e", "user_id": "caf\udce9-user"}'),
     RawRecord(None, value={"events": "nope"}),
-    RawRecord(None, value={"user_id": "user-000001", "event_type": "e", "time": "2026-11-24T10:00:00Z"}),
+    RawRecord("default/u:user-000001",
+              value={"user_id": "user-000001", "event_type": "e", "time": "2026-11-24T10:00:00Z"}),
     RawRecord(None, value={"user_id": "null", "event_type": "e"}),
-    RawRecord(None, value={"user_id": "user-000002", "event_type": "$exposure", "event_properties": {}}),
-    RawRecord(None, value={"user_id": "user-000003", "event_type": "e", "user_properties": {"$set": 5}}),
-    # invalid_event for the 5, and a good event beside it in the same envelope
-    RawRecord(None, value={"api_key": API_KEY, "events": [5, {"event_type": "e", "user_id": "user-000004"}]}),
+    RawRecord("default/u:user-000002",
+              value={"user_id": "user-000002", "event_type": "$exposure", "event_properties": {}}),
+    RawRecord("default/u:user-000003",
+              value={"user_id": "user-000003", "event_type": "e", "user_properties": {"$set": 5}}),
+    RawRecord("default/u:user-000004", value={"api_key": API_KEY, "events": [
+        5, {"event_type": "e", "user_id": "user-000004", "insert_id": "beside-a-bad-one"}]}),
 )
 
 
@@ -129,7 +136,8 @@ class StreamGenerator:
             self.clock += self.random.randint(0, 3)
             roll = self.random.random()
             if roll < self.bad_share:
-                yield replace(self.random.choice(BAD_RECORDS), timestamp_ms=self.clock)
+                bad = self.random.choice(BAD_RECORDS)
+                yield replace(bad, key=bad.key if self.keyed else None, timestamp_ms=self.clock)
             elif roll < self.bad_share + self.retry_share and self.recent:
                 yield replace(self.random.choice(self.recent), timestamp_ms=self.clock)
             else:
