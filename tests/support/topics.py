@@ -1,11 +1,12 @@
 """Topics for tests against a real broker: one topic, created and waited for until every
-partition has a leader, or all of a worker's. Reading a topic to its end is dev.verify.read_topic."""
+partition has a leader, or all of a worker's; and a topic setting changed on a live topic (to
+make the broker refuse writes, say). Reading a topic to its end is dev.verify.read_topic."""
 
 from __future__ import annotations
 
 import time
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
@@ -31,3 +32,12 @@ def create_topic(
 def create_all_topics(settings: WorkerSettings) -> None:
     """Every topic of SPEC §1 under `settings`' names, as `experiment-worker topics create` does."""
     create_topics(admin_client(settings), settings)
+
+
+def set_topic_config(admin: AdminClient, topic: str, name: str, value: str | None) -> None:
+    """Set `name` on `topic` (None: back to the broker's default), incrementally: other settings stay."""
+    operation = AlterConfigOpType.DELETE if value is None else AlterConfigOpType.SET
+    resource = ConfigResource(ResourceType.TOPIC, topic,
+                              incremental_configs=[ConfigEntry(name, value, incremental_operation=operation)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
