@@ -136,6 +136,12 @@ def offline_outputs(raw: list[Read], workdir: Path, config: CoreConfig) -> Outpu
     )
 
 
+def expected_outputs(settings: WorkerSettings, workdir: Path, timeout_s: float = 30.0) -> Outputs:
+    """What the worker must write for everything the raw topic holds now: process-file on it."""
+    raw = read_topic(settings.bootstrap_servers, settings.topics.raw, timeout_s=timeout_s)
+    return offline_outputs(raw, workdir, settings.core_config())
+
+
 def as_raw_record(read: Read) -> RawRecord:
     """A record read from the raw topic as a `process-file` input record, with its broker timestamp."""
     key = None if read.key is None else read.key.decode()

@@ -5,8 +5,6 @@ and the compacted state still equal process-file on the same raw records."""
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,13 +12,13 @@ from dev.loadgen import StreamGenerator
 from dev.verify import (
     count_records,
     expected_counts,
-    kafka_outputs,
-    offline_outputs,
+    expected_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
 )
-from dev.workers import worker_command
+from dev.workers import Instance, worker_command
+from tests.support.outputs import assert_same_outputs
 from tests.support.settings import worker_settings
 from tests.support.topics import create_all_topics
 
@@ -34,27 +32,18 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: 
                                session_timeout_ms=6000, heartbeat_interval_ms=1000)
     create_all_topics(settings)
     produce_raw(settings, list(StreamGenerator(seed=21, users=200, bad_share=0.02).records(4000)))
-    raw = read_topic(kafka_bootstrap, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
+    expected = expected_outputs(settings, tmp_path)
     chance = random.Random(21)
-    log = (tmp_path / "worker.log").open("ab")
+    worker = Instance("i0", worker_command(settings), tmp_path / "worker.log")
     for _ in range(KILLS):
-        worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+        worker.start()
         time.sleep(chance.uniform(1.5, 4.0))  # start-up, restore, mid-batch or mid-commit
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
+        worker.kill()
     partial = len(read_topic(kafka_bootstrap, settings.topics.enriched))
-    worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+    worker.start()
     try:
         wait_for_outputs(settings, expected_counts(settings, expected), timeout_s=180)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0
-    got = kafka_outputs(settings)
-    assert partial < counts["events"], "the kills should have happened before the end of the stream"
-    assert count_records(got) == counts, "records lost or duplicated"
-    assert got.events == expected.events
-    assert got.deltas == expected.deltas
-    assert got.dlq == expected.dlq
-    assert got.state == expected.state
+        assert worker.leave() == 0, "the last worker did not shut down cleanly on SIGTERM"
+    assert partial < count_records(expected)["events"], "the kills should have happened before the end of the stream"
+    assert_same_outputs(settings, expected)

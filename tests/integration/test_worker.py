@@ -14,15 +14,15 @@ from prometheus_client import CollectorRegistry
 from dev.loadgen import RawRecord, StreamGenerator
 from dev.verify import (
     Outputs,
-    count_records,
     diff,
     expected_counts,
+    expected_outputs,
     kafka_outputs,
-    offline_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
 )
+from tests.support.outputs import assert_same_outputs
 from tests.support.settings import worker_settings
 from tests.support.topics import create_all_topics, set_topic_config
 from tests.support.workers import WorkerThread
@@ -38,18 +38,8 @@ from worker.serde import codec_for
 def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: int) -> tuple[Outputs, dict[str, int]]:
     create_all_topics(settings)
     produce_raw(settings, list(StreamGenerator(seed=seed, users=150, bad_share=0.05).records(events)))
-    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    expected = expected_outputs(settings, tmp_path)
     return expected, expected_counts(settings, expected)
-
-
-def assert_same(settings: WorkerSettings, expected: Outputs) -> None:
-    got = kafka_outputs(settings)
-    assert count_records(got) == count_records(expected)
-    assert got.events == expected.events
-    assert got.deltas == expected.deltas
-    assert got.dlq == expected.dlq
-    assert got.state == expected.state
 
 
 def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -59,7 +49,7 @@ def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) 
     worker = WorkerThread(settings).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 def test_the_loop_keeps_running_while_a_partition_restores(kafka_bootstrap: str) -> None:
@@ -109,12 +99,11 @@ def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, t
         time.sleep(0.05)
     first.stop()  # mid-stream: the second half is not even produced yet
     produce_raw(settings, records[half:])
-    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    expected = expected_outputs(settings, tmp_path)
     second = WorkerThread(settings).start()  # same instance id: restores state from the changelogs
     wait_for_outputs(settings, expected_counts(settings, expected))
     second.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 @pytest.mark.parametrize("protocol", ["consumer", "classic"])
@@ -142,7 +131,7 @@ def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path
         read = sum(instance.sample("experiment_worker_messages_in_total", topic=topic)
                    for topic in (settings.topics.raw, settings.topics.by_user))
         assert read > 0, f"{instance.worker.settings.instance_id} consumed nothing"
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 def owned(thread: WorkerThread) -> dict[str, set[int]]:
@@ -196,8 +185,7 @@ def test_at_least_once_redoes_refused_batches_and_loses_nothing(kafka_bootstrap:
             time.sleep(0.1)
     finally:
         set_topic_config(admin, settings.topics.enriched, "max.message.bytes", None)
-    raw = read_topic(kafka_bootstrap, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
+    expected = expected_outputs(settings, tmp_path)
     # Counts cannot tell when it is done (duplicates count too): wait until nothing is missing.
     deadline = time.monotonic() + 120
     while (damage := diff(expected, kafka_outputs(settings)))[0] > 0:
@@ -216,7 +204,7 @@ def test_skip_split_processes_raw_keyed_by_user(kafka_bootstrap: str, tmp_path: 
     worker = WorkerThread(settings).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 def test_dlq_limit_stops_the_worker_with_a_clear_error(kafka_bootstrap: str) -> None:
@@ -239,7 +227,7 @@ def test_avro_outputs_decode_to_the_same_records(kafka_bootstrap: str, tmp_path:
     wait_for_outputs(settings, wanted)
     worker.stop()
     assert read_topic(kafka_bootstrap, settings.topics.enriched)[0].value[:2] == b"\xc3\x01"  # type: ignore[index]
-    assert_same(settings, expected)  # decoded with the schemas in schemas/
+    assert_same_outputs(settings, expected)  # decoded with the schemas in schemas/
 
 
 def test_avro_raw_input_is_read_and_an_unknown_schema_goes_to_the_dlq(kafka_bootstrap: str) -> None:
