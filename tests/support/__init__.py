@@ -1,4 +1,5 @@
-"""What many test files share, defined once: the clock constant, settings builders, fake Kafka
-clients, topics and a worker running in a thread. The pure pipeline driver stays in
-tests/conftest.py; reading topics back and comparing with process-file is dev.verify.
+"""What many test files share, defined once: the clock constant (`clock`), settings builders
+(`settings`), fake Kafka clients (`fakes`), topics (`topics`), workers built or running in a
+thread (`workers`) and the Kafka-equals-process-file check (`outputs`). The pure pipeline driver
+stays in tests/conftest.py; reading topics back and comparing records is dev.verify.
 """
