@@ -60,7 +60,7 @@ tools:
 	@bash deploy/prometheus/install-tools.sh
 
 lint: setup
-	$(BIN)/ruff check worker tests benchmarks examples
+	$(BIN)/ruff check worker dev tests benchmarks examples
 
 typecheck: setup
 	$(BIN)/mypy
@@ -69,7 +69,7 @@ unit: build tools
 	$(BIN)/pytest -q tests/unit tests/property
 
 jars: setup
-	$(BIN)/python -m worker.runtime.local_broker fetch
+	$(BIN)/python -m dev.kafka fetch
 
 integration: build jars tools
 	$(BIN)/pytest -q tests/integration
@@ -91,25 +91,25 @@ test: lint typecheck build jars tools
 	$(MAKE) --no-print-directory conformance
 
 kafka-up: jars
-	$(BIN)/python -m worker.runtime.local_broker up
+	$(BIN)/python -m dev.kafka up
 
 kafka-down: setup
-	$(BIN)/python -m worker.runtime.local_broker down
+	$(BIN)/python -m dev.kafka down
 
 kafka-status: setup
-	$(BIN)/python -m worker.runtime.local_broker status
+	$(BIN)/python -m dev.kafka status
 
 run: build kafka-up
-	$(BIN)/python -m worker.demo
+	$(BIN)/python -m dev.demo
 
 prometheus: setup tools
-	$(BIN)/python -m worker.runtime.prometheus_local --target 127.0.0.1:9108 --rules deploy/prometheus/alerts.yml
+	$(BIN)/python -m dev.prometheus --target 127.0.0.1:9108 --rules deploy/prometheus/alerts.yml
 
 # The long form of tests/integration/test_chaos.py, on a broker of its own (it restarts it).
 CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --leaves 6 \
 	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --finish-timeout-s 600
 chaos: build jars
-	$(BIN)/python -m worker.chaos $(CHAOS_FLAGS)
+	$(BIN)/python -m dev.chaos $(CHAOS_FLAGS)
 
 bench: build kafka-up
 	-$(MAKE) --no-print-directory bench-setup  # without it the table has no Quix row, and says why
@@ -128,6 +128,6 @@ $(BENCH_STAMP): pyproject.toml constraints-bench.txt
 bench-setup: $(BENCH_STAMP)
 
 clean:
-	-$(BIN)/python -m worker.runtime.local_broker down
+	-$(BIN)/python -m dev.kafka down
 	rm -rf .run .build build .mypy_cache .ruff_cache .pytest_cache
 	find worker -name '*.so' -delete

@@ -10,7 +10,6 @@ raw topic and the whole by-user topic (read_committed ends), so nothing depends 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import time
@@ -19,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from benchmarks.loadgen import START_MS, BenchStream
-from worker.chaos import worker_command
+from dev.loadgen import START_MS, StreamGenerator, encode_line, events_in
+from dev.workers import settings_for as unique_settings
+from dev.workers import worker_command
 from worker.offline import process_file
 from worker.runtime.ops import consumer_lag
-from worker.runtime.settings import WorkerSettings, load_settings
+from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
 PARTITIONS = 6  # 2 processes on 2 cores get 3 each
@@ -35,16 +34,12 @@ SUBSCRIBING = "experiment-property registry:"  # the worker's last log line befo
 
 
 def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSettings:
-    topics = {name: f"{prefix}.{name}" for name in
-              ("raw", "by_user", "enriched", "deltas", "state", "dlq", "registry", "dedupe")}
-    base: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": f"{prefix}.worker", "instance_id": "bench",
-                            "topics": topics, "partitions": PARTITIONS, "metrics_port": 0, "dlq_max_ratio": 1.0}
-    return load_settings(**{**base, **overrides})
+    return unique_settings(bootstrap, prefix, **{"instance_id": "bench", "partitions": PARTITIONS, **overrides})
 
 
 @dataclass
 class Workload:
-    """The bench stream (benchmarks/loadgen.py) as process-file input and as raw Kafka messages."""
+    """The bench stream (dev/loadgen.py, unkeyed) as process-file input and as raw Kafka messages."""
 
     path: Path
     events: int
@@ -53,21 +48,15 @@ class Workload:
     @classmethod
     def generate(cls, events: int, users: int, workdir: Path, seed: int = 20_261_124) -> Workload:
         path = workdir / "raw.jsonl"
-        stream, total, messages = BenchStream(seed, users), 0, []
+        total, messages = 0, []
         with path.open("wb") as out:
-            for line, count in stream.lines():
+            for record in StreamGenerator(seed, users, keyed=False).messages():
                 if total >= events:
                     break
-                out.write(line)
-                total += count
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:  # a lone surrogate (invalid UTF-8 on the wire): json keeps it
-                    record = json.loads(line)
-                value = record["value_raw"].encode("utf-8", "surrogateescape") if "value_raw" in record \
-                    else orjson.dumps(record["value"])
-                headers = [(k, v.encode()) for k, v in record.get("headers", {}).items()]
-                messages.append((value, int(record["timestamp"]), headers))
+                out.write(encode_line(record))
+                total += events_in(record)
+                headers = [(k, v.encode()) for k, v in record.headers.items()]
+                messages.append((record.encoded(), record.timestamp_ms or START_MS, headers))
         return cls(path, total, messages)
 
     def produce(self, bootstrap: str, topic: str) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.loadgen import BenchStream
-from worker.chaos import worker_command
+from dev.loadgen import StreamGenerator, events_in
+from dev.workers import worker_command
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
@@ -26,15 +26,14 @@ WARMUP_S = 5.0
 def offer(settings: WorkerSettings, events_per_s: float, seconds: float, stop: threading.Event) -> int:
     """Produce the bench stream at `events_per_s` (message timestamps: now) for `seconds`."""
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
-    stream = BenchStream(seed=7, users=100_000)
+    stream = StreamGenerator(seed=7, users=100_000, keyed=False)
     started, sent = time.monotonic(), 0
-    for line, count in stream.lines():
-        record = orjson.loads(line) if b"value_raw" not in line else None
-        if record is None:
+    for record in stream.messages():
+        if record.value_raw is not None:  # what is not JSON never becomes an enriched event
             continue
-        producer.produce(settings.topics.raw, value=orjson.dumps(record["value"]))
+        producer.produce(settings.topics.raw, value=record.encoded())
         producer.poll(0)
-        sent += count
+        sent += events_in(record)
         ahead = started + sent / events_per_s - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)

@@ -1,7 +1,7 @@
 """`experiment-worker process-file` throughput and memory on a generated stream.
 
 Not a test: `python -m benchmarks.process_file [--records N]`. Writes a deterministic JSON Lines
-input (benchmarks/loadgen.py; 1,000,000 records by default, 100k users) into a temporary
+input (dev/loadgen.py; 1,000,000 records by default, 100k users) into a temporary
 directory, runs the real command on it as a subprocess, and prints records/s, events/s and the
 child's peak RSS. For scale it also runs, in the same way, a baseline that only reads every line,
 decodes it and writes the value back (the JSON floor under any pipeline in Python), and prints
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.loadgen import START_MS, generate
+from dev.loadgen import START_MS, generate
 
 # The floor: read, decode and re-encode every line, write it out; no product rules at all.
 BASELINE = """

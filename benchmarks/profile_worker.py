@@ -16,8 +16,8 @@ import time
 import uuid
 
 from benchmarks import e2e
-from worker.chaos import worker_command
-from worker.runtime.local_broker import recorded_broker
+from dev.kafka import recorded_broker
+from dev.workers import worker_command
 
 
 def main() -> None:

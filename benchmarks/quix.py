@@ -384,10 +384,10 @@ def standalone(args: argparse.Namespace) -> None:
     import tempfile
 
     from benchmarks import e2e
-    from worker.loadgen import StreamGenerator
-    from worker.runtime.local_broker import recorded_broker
+    from dev.kafka import recorded_broker
+    from dev.loadgen import StreamGenerator
+    from dev.verify import produce_raw
     from worker.runtime.topics import admin_client, create_topics
-    from worker.verify import produce_raw
 
     recorded = recorded_broker()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (recorded.bootstrap if recorded else None)

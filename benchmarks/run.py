@@ -1,7 +1,7 @@
 """`make bench`: every figure of issue 9 in one run on the local broker, one table, and a JSON
 result file (bench-results.json).
 
-Same broker, same input (benchmarks/loadgen.py: 70% ordinary events with user-property
+Same broker, same input (dev/loadgen.py: 70% ordinary events with user-property
 operations, 20% exposures, 10% assignments, 100k Zipf-skewed users, envelopes of 1–50 events,
 a fixed seed; BENCH_EVENTS events, default 1,000,000), each system on a raw topic of its own
 holding the same messages:
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import e2e, latency, quix, state
-from worker.runtime.local_broker import recorded_broker
+from dev.kafka import recorded_broker
 
 QUIX_SETUP_HINT = "`make bench-setup` (quixstreams in .venv-bench) did not succeed"
 
@@ -106,7 +106,7 @@ class Run:
 
 def quix_expected(workload: e2e.Workload) -> int:
     """The enriched events Quix's version of the job emits for the workload's messages."""
-    from worker.loadgen import RawRecord
+    from dev.loadgen import RawRecord
 
     records = []
     for value, _, _ in workload.messages:

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
+from dev.loadgen import START_MS, StreamGenerator
 from worker.core.config import CoreConfig
 from worker.core.pipeline import Pipeline
 from worker.core.records import RawMessage
 from worker.core.stores import PartitionStores
-from worker.loadgen import START_MS, StreamGenerator
 from worker.serde import codec_for
 
 REPEATS = 5

@@ -18,15 +18,14 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from dev.loadgen import CITIES, PLANS
+from worker.core.limit import ExperimentRegistry
 from worker.core.records import state_record
-from worker.core.stores import ExperimentRegistry, PartitionStores
+from worker.core.stores import PartitionStores
 from worker.runtime.restore import restore_partition
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client
 from worker.serde import codec_for
-
-PLANS = ("free", "pro", "team", "enterprise")
-CITIES = ("Paris", "Oslo", "Lagos", "Lima", "Pune", "Osaka")
 
 
 def properties(chance: random.Random, user: int) -> dict[str, Any]:

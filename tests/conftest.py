@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.clock import T0
 from worker.build import stale_modules
 from worker.core import pipeline as core
 from worker.core.config import CoreConfig
@@ -23,7 +24,6 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit(f"compiled modules are older than {', '.join(stale)}: run `make build`", returncode=4)
 
 
-T0 = 1_700_000_000_000  # an ingestion time (ms) far from any day boundary
 RAW_TOPIC = "events.raw"
 
 

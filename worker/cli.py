@@ -141,7 +141,6 @@ def run_worker_command(args: argparse.Namespace) -> int:
     state = HealthState()
     state.last_loop = lambda: worker.last_loop
     state.is_ready = lambda: worker.ready
-    state.is_restoring = lambda: worker.partitions.restoring
     if settings.metrics_port:
         serve(settings.metrics_port, registry, state)
     worker.install_signal_handlers()

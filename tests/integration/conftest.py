@@ -2,7 +2,7 @@
 
 The broker, first available wins:
 1. `KAFKA_BOOTSTRAP_SERVERS`: bring your own cluster (as confluent-kafka-python's own tests do);
-2. the project's local broker (`worker.runtime.local_broker.start_broker`), which needs a JDK 17+
+2. the project's local broker (`dev.kafka.start_broker`), which needs a JDK 17+
    and, the first time, Maven and Maven Central;
 3. a testcontainers `KafkaContainer` when a Docker engine answers;
 4. none: the tests skip, or fail when `REQUIRE_KAFKA=1` (CI must not pass by skipping).
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from worker.runtime.local_broker import LocalBrokerError, start_broker
+from dev.errors import LocalBrokerError
+from dev.kafka import start_broker
 
 INTEGRATION_DIR = Path(__file__).parent
 

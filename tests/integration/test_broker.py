@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from tests.integration.kafka_helpers import create_topic
-from worker.runtime.local_broker import answers, start_broker
-from worker.verify import read_topic
+from dev.kafka import answers, start_broker
+from dev.verify import read_topic
+from tests.support.topics import create_topic
 
 # Short, so a test that dies inside a transaction does not block read_committed readers for long.
 TRANSACTION_TIMEOUT_MS = 10_000

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.chaos import ChaosPlan, run_chaos
+from dev.chaos import ChaosPlan, run_chaos
 
 
 def test_instances_die_leave_join_and_come_back_as_zombies(kafka_bootstrap: str, tmp_path: Path) -> None:

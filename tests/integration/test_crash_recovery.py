@@ -5,23 +5,22 @@ and the compacted state still equal process-file on the same raw records."""
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.pipeline import (
+from dev.loadgen import StreamGenerator
+from dev.verify import (
     count_records,
-    create_all_topics,
-    kafka_outputs,
-    offline_outputs,
+    expected_counts,
+    expected_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
-    worker_settings,
 )
-from worker.chaos import worker_command
-from worker.loadgen import StreamGenerator
+from dev.workers import Instance, worker_command
+from tests.support.outputs import assert_same_outputs
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
 
 KILLS = 3
 
@@ -33,29 +32,18 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_bootstrap: 
                                session_timeout_ms=6000, heartbeat_interval_ms=1000)
     create_all_topics(settings)
     produce_raw(settings, list(StreamGenerator(seed=21, users=200, bad_share=0.02).records(4000)))
-    raw = read_topic(kafka_bootstrap, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
+    expected = expected_outputs(settings, tmp_path)
     chance = random.Random(21)
-    log = (tmp_path / "worker.log").open("ab")
+    worker = Instance("i0", worker_command(settings), tmp_path / "worker.log")
     for _ in range(KILLS):
-        worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+        worker.start()
         time.sleep(chance.uniform(1.5, 4.0))  # start-up, restore, mid-batch or mid-commit
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
+        worker.kill()
     partial = len(read_topic(kafka_bootstrap, settings.topics.enriched))
-    worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
+    worker.start()
     try:
-        topics = settings.topics
-        wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                    topics.dlq: counts["dlq"]}, timeout_s=180)
+        wait_for_outputs(settings, expected_counts(settings, expected), timeout_s=180)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0
-    got = kafka_outputs(settings)
-    assert partial < counts["events"], "the kills should have happened before the end of the stream"
-    assert count_records(got) == counts, "records lost or duplicated"
-    assert got.events == expected.events
-    assert got.deltas == expected.deltas
-    assert got.dlq == expected.dlq
-    assert got.state == expected.state
+        assert worker.leave() == 0, "the last worker did not shut down cleanly on SIGTERM"
+    assert partial < count_records(expected)["events"], "the kills should have happened before the end of the stream"
+    assert_same_outputs(settings, expected)

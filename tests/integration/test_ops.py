@@ -7,15 +7,11 @@ import base64
 import orjson
 from confluent_kafka import Producer
 
-from tests.integration.pipeline import (
-    WorkerThread,
-    create_all_topics,
-    produce_raw,
-    read_topic,
-    wait_for_outputs,
-    worker_settings,
-)
-from worker.loadgen import RawRecord
+from dev.loadgen import RawRecord
+from dev.verify import produce_raw, read_topic, wait_for_outputs
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
+from tests.support.workers import WorkerThread
 from worker.runtime.ops import consumer_lag, dlq_replay, dlq_stats, partition_for, state_get
 from worker.runtime.topics import admin_client
 

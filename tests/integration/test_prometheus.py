@@ -19,18 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import (
-    WorkerThread,
-    create_all_topics,
-    produce_raw,
-    read_topic,
-    wait_for_outputs,
-    worker_settings,
-)
-from worker.loadgen import RawRecord, StreamGenerator
+from dev.children import free_ports
+from dev.loadgen import RawRecord, StreamGenerator
+from dev.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus
+from dev.verify import produce_raw, read_topic, wait_for_outputs
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics
+from tests.support.workers import WorkerThread
 from worker.runtime.health import HealthState, serve
-from worker.runtime.local_broker import free_ports
-from worker.runtime.prometheus_local import INSTALL_HINT, LocalPrometheus, find_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -80,7 +76,6 @@ def scraped_worker(kafka_bootstrap: str) -> Iterator[tuple[WorkerThread, str, Lo
     state = HealthState()
     state.last_loop = lambda: worker.worker.last_loop
     state.is_ready = lambda: worker.worker.ready
-    state.is_restoring = lambda: worker.worker.partitions.restoring
     server = serve(port, worker.worker.metrics.registry, state, host="127.0.0.1")
     base = f"http://127.0.0.1:{port}"
     try:

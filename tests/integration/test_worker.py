@@ -11,21 +11,23 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
-from tests.integration.pipeline import (
+from dev.loadgen import RawRecord, StreamGenerator
+from dev.verify import (
     Outputs,
-    WorkerThread,
-    count_records,
-    create_all_topics,
+    diff,
+    expected_counts,
+    expected_outputs,
     kafka_outputs,
-    offline_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
-    worker_settings,
 )
+from tests.support.outputs import assert_same_outputs
+from tests.support.settings import worker_settings
+from tests.support.topics import create_all_topics, set_topic_config
+from tests.support.workers import WorkerThread
 from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded, TopologyError
-from worker.loadgen import RawRecord, StreamGenerator
 from worker.runtime.metrics import Metrics
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings
@@ -36,20 +38,8 @@ from worker.serde import codec_for
 def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: int) -> tuple[Outputs, dict[str, int]]:
     create_all_topics(settings)
     produce_raw(settings, list(StreamGenerator(seed=seed, users=150, bad_share=0.05).records(events)))
-    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
-    topics = settings.topics
-    return expected, {topics.enriched: counts["events"], topics.deltas: counts["deltas"], topics.dlq: counts["dlq"]}
-
-
-def assert_same(settings: WorkerSettings, expected: Outputs) -> None:
-    got = kafka_outputs(settings)
-    assert count_records(got) == count_records(expected)
-    assert got.events == expected.events
-    assert got.deltas == expected.deltas
-    assert got.dlq == expected.dlq
-    assert got.state == expected.state
+    expected = expected_outputs(settings, tmp_path)
+    return expected, expected_counts(settings, expected)
 
 
 def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -59,7 +49,7 @@ def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) 
     worker = WorkerThread(settings).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 def test_the_loop_keeps_running_while_a_partition_restores(kafka_bootstrap: str) -> None:
@@ -109,15 +99,11 @@ def test_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap: str, t
         time.sleep(0.05)
     first.stop()  # mid-stream: the second half is not even produced yet
     produce_raw(settings, records[half:])
-    raw = read_topic(settings.bootstrap_servers, settings.topics.raw)
-    expected = offline_outputs(raw, tmp_path, settings.core_config())
-    counts = count_records(expected)
+    expected = expected_outputs(settings, tmp_path)
     second = WorkerThread(settings).start()  # same instance id: restores state from the changelogs
-    topics = settings.topics
-    wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                topics.dlq: counts["dlq"]})
+    wait_for_outputs(settings, expected_counts(settings, expected))
     second.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 @pytest.mark.parametrize("protocol", ["consumer", "classic"])
@@ -140,15 +126,12 @@ def test_two_instances_split_partitions_and_agree(kafka_bootstrap: str, tmp_path
     wait_for_outputs(settings, wanted)
     one.stop()
     two.stop()
-    assert consumed(one) > 0 and consumed(two) > 0, "both instances should have consumed"
-    assert_same(settings, expected)
-
-
-def consumed(thread: WorkerThread) -> float:
-    """Messages the instance consumed in committed batches (its own metrics registry)."""
-    registry = thread.worker.metrics.registry
-    return sum(sample.value for family in registry.collect() if family.name == "experiment_worker_messages_in"
-               for sample in family.samples if sample.name.endswith("_total"))
+    for instance in (one, two):  # each has a registry of its own: what it read, it counted
+        # Under classic, one instance may own only raw or only by-user partitions: count both.
+        read = sum(instance.sample("experiment_worker_messages_in_total", topic=topic)
+                   for topic in (settings.topics.raw, settings.topics.by_user))
+        assert read > 0, f"{instance.worker.settings.instance_id} consumed nothing"
+    assert_same_outputs(settings, expected)
 
 
 def owned(thread: WorkerThread) -> dict[str, set[int]]:
@@ -179,13 +162,39 @@ def test_refuses_unequal_partition_counts(kafka_bootstrap: str) -> None:
         Worker(settings, Metrics(CollectorRegistry())).run()
 
 
-def test_at_least_once_mode_gives_the_same_outputs(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_at_least_once_redoes_refused_batches_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """For a while the broker refuses every write to the enriched topic (its max.message.bytes is
+    cut below any record): each batch's deliveries fail, and at-least-once redoes the batch from
+    the rolled-back stores, while the other outputs of the refused batches stay written. Once the
+    topic takes writes again, nothing is lost or wrong and the final state is exact; the refused
+    batches' other records are there twice, which at-least-once allows."""
     settings = worker_settings(kafka_bootstrap, guarantee="at-least-once")
-    expected, wanted = expected_for(settings, tmp_path, 2000, seed=14)
+    create_all_topics(settings)
+    records = list(StreamGenerator(seed=14, users=150, bad_share=0.05).records(3000))
+    half = len(records) // 2
+    produce_raw(settings, records[:half])
     worker = WorkerThread(settings).start()
-    wait_for_outputs(settings, wanted)
+    wait_for_outputs(settings, {settings.topics.enriched: 1})
+    admin = admin_client(settings)
+    set_topic_config(admin, settings.topics.enriched, "max.message.bytes", "64")
+    try:
+        produce_raw(settings, records[half:])  # mid-stream: the second half meets the refusal
+        deadline = time.monotonic() + 60
+        while worker.sample("experiment_worker_transactions_total", outcome="aborted") < 3:
+            assert time.monotonic() < deadline, "the refused writes never made the worker redo a batch"
+            time.sleep(0.1)
+    finally:
+        set_topic_config(admin, settings.topics.enriched, "max.message.bytes", None)
+    expected = expected_outputs(settings, tmp_path)
+    # Counts cannot tell when it is done (duplicates count too): wait until nothing is missing.
+    deadline = time.monotonic() + 120
+    while (damage := diff(expected, kafka_outputs(settings)))[0] > 0:
+        assert time.monotonic() < deadline, f"(lost, duplicated, wrong) still {damage} after 120 s"
+        time.sleep(1.0)
     worker.stop()
-    assert_same(settings, expected)  # no failure happened, so at-least-once delivered exactly once
+    lost, duplicated, wrong = diff(expected, kafka_outputs(settings))
+    assert (lost, wrong) == (0, 0), "at-least-once lost records, or wrote wrong ones, or the state differs"
+    assert duplicated > 0, "the refused batches' deltas and DLQ records should have been written again"
 
 
 def test_skip_split_processes_raw_keyed_by_user(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -195,7 +204,7 @@ def test_skip_split_processes_raw_keyed_by_user(kafka_bootstrap: str, tmp_path: 
     worker = WorkerThread(settings).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
-    assert_same(settings, expected)
+    assert_same_outputs(settings, expected)
 
 
 def test_dlq_limit_stops_the_worker_with_a_clear_error(kafka_bootstrap: str) -> None:
@@ -218,7 +227,7 @@ def test_avro_outputs_decode_to_the_same_records(kafka_bootstrap: str, tmp_path:
     wait_for_outputs(settings, wanted)
     worker.stop()
     assert read_topic(kafka_bootstrap, settings.topics.enriched)[0].value[:2] == b"\xc3\x01"  # type: ignore[index]
-    assert_same(settings, expected)  # decoded with the schemas in schemas/
+    assert_same_outputs(settings, expected)  # decoded with the schemas in schemas/
 
 
 def test_avro_raw_input_is_read_and_an_unknown_schema_goes_to_the_dlq(kafka_bootstrap: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.pipeline import Outcome, Pipeline
 from worker.core.records import DlqRecord, Headers, RawMessage, UserEvent
@@ -27,7 +28,6 @@ from worker.core.stores import PartitionStores
 from worker.core.values import same_value
 
 EXAMPLES = settings(max_examples=200, deadline=None)
-T0 = 1_700_000_000_000
 MB = 1_000_000
 CONFIG = CoreConfig()
 PROJECTS = CoreConfig(projects={"key-a": "proj_a"})

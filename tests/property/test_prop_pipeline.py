@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.property.strategies import configs, headers, message_values
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.pipeline import Pipeline
 from worker.core.records import RawMessage
 from worker.core.stores import PartitionStores
 from worker.core.values import same_value
 
-T0 = 1_700_000_000_000
 WEEK_MS = 7 * 86_400_000
 # Each message: a value, its headers, and the step of the ingestion clock before it.
 streams = st.lists(st.tuples(message_values, headers, st.sampled_from([0, 1, WEEK_MS - 1, WEEK_MS])), max_size=8)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from worker.chaos import ChaosPlan, diff
+from dev.chaos import ChaosPlan
+from dev.verify import Outputs, diff
 from worker.runtime.kafka_errors import CallHung, bounded
-from worker.verify import Outputs
 
 
 def outputs(events: list[dict[str, object]], state: dict[str, object] | None = None) -> Outputs:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.clock import T0
 from worker.core.dedupe import DAY_MS, assignment_insert_id, java_string_hash
 
 if TYPE_CHECKING:
     from tests.conftest import Pipeline
 
-T0 = 1_700_000_000_000
 KEY = "default/u:user-1"
 ASSIGNMENT = "[Experiment] Assignment"
 

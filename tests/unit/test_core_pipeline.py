@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from tests.support.clock import T0
 from worker.core import reasons
 from worker.core.config import CoreConfig
 from worker.core.records import RawMessage, UserEvent
@@ -20,7 +21,6 @@ from worker.offline import process_file
 if TYPE_CHECKING:
     from tests.conftest import Pipeline
 
-T0 = 1_700_000_000_000
 WEEK_MS = 7 * 86_400_000
 KEY = "default/u:user-1"
 

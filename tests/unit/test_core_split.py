@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.clock import T0
 from worker.core import reasons, split
 from worker.core.config import CoreConfig
 from worker.core.records import RawMessage
 from worker.core.split import Split, split_message
 
-T0 = 1_700_000_000_000
 CONFIG = CoreConfig()
 PROJECTS = CoreConfig(projects={"key-a": "proj_a", "key-b": "proj.b-2"})
 DROP = object()  # a field to leave out of an event

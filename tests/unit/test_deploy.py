@@ -1,6 +1,6 @@
 """The files under deploy/ are checked without Docker or a cluster: the alert rules with promtool
 (syntax and unit tests), the Kubernetes manifests against the API schemas (kubernetes-validate),
-and every metric the dashboard or the rules name exists in `Metrics`.
+and every metric the dashboard or the rules name exists in `Metrics`; the wheel holds the product only.
 
 promtool missing: skipped, or a failure when REQUIRE_KAFKA=1 or CI=true (CI must not pass by skipping).
 """
@@ -23,13 +23,19 @@ from prometheus_client import CollectorRegistry
 from worker.runtime.metrics import Metrics
 from worker.runtime.settings import ENV_PREFIX, WorkerSettings
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "experiment-worker.json"
 K8S = DEPLOY / "k8s"
 # The oldest Kubernetes the manifests must apply to.
 KUBERNETES_VERSION = "1.30.0"
 METRIC = re.compile(r"\bexperiment_worker_[a-z_]+")
+# What a wheel build must not see: environments, caches (the Kafka jars), runs, old builds.
+NOT_SOURCES = (".git", ".venv*", ".cache", ".run", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+               ".hypothesis", ".benchmarks", "out", ".build", "*.so")
+# Development tools that once lived in the package: none may be shipped again.
+TOOL_MODULES = {"chaos", "verify", "demo", "loadgen", "local_broker", "prometheus_local", "prometheus", "kafka"}
 
 
 def promtool() -> str:
@@ -238,6 +244,11 @@ def test_dockerfile_runs_the_worker_as_a_non_root_user() -> None:
     assert re.search(r"pip install\b.*\s\.(\s|$)", dockerfile)
 
 
+def schema_files() -> list[str]:
+    """Every file under schemas/, relative to the root (`schemas/history/x.avsc`)."""
+    return sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "schemas").rglob("*") if path.is_file())
+
+
 def test_every_schema_file_ships_as_package_data() -> None:
     """An installed worker (the Docker image) reads schemas/ through worker/schemas: the link must
     point at schemas/, and pyproject's package-data globs must take every file in it."""
@@ -246,10 +257,40 @@ def test_every_schema_file_ships_as_package_data() -> None:
 
     from worker.serde.avro_schemas import SCHEMA_DIR
 
-    root = Path(__file__).resolve().parents[2]
-    assert SCHEMA_DIR.resolve() == (root / "schemas").resolve()
-    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["worker"]
-    files = [path.relative_to(root).as_posix() for path in (root / "schemas").rglob("*") if path.is_file()]
+    assert SCHEMA_DIR.resolve() == (ROOT / "schemas").resolve()
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["worker"]
+    files = schema_files()
     assert files
     unshipped = [name for name in files if not any(fnmatch.fnmatch(name, pattern) for pattern in globs)]
     assert unshipped == []
+
+
+def build_wheel(workdir: Path) -> list[str]:
+    """The file list of the wheel `pip wheel` builds from a clean copy of the checkout (a build
+    in place could pick up a stale build/ directory)."""
+    import shutil
+    import sys
+    import zipfile
+
+    source = workdir / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(workdir), str(source)]
+    # Pure Python: what the wheel holds is the question here, not what mypyc makes of it (which
+    # setup.py limits to modules of worker/ anyway).
+    env = {**os.environ, "EXPERIMENT_WORKER_COMPILE": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = workdir.glob("*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_the_wheel_holds_the_product_and_no_development_tool(tmp_path: Path) -> None:
+    """What `pip install` ships is `worker/` (its modules and schemas) and nothing else: not dev/,
+    tests/ or benchmarks/, and no tool that crept back into the package."""
+    names = build_wheel(tmp_path)
+    shipped = {name for name in names if not name.split("/")[0].endswith(".dist-info")}
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "worker").rglob("*.py")
+               if "__pycache__" not in path.parts}
+    assert shipped == modules | {name.replace("schemas/", "worker/schemas/", 1) for name in schema_files()}
+    tools = [name for name in shipped if Path(name).stem in TOOL_MODULES]
+    assert tools == []

@@ -1,30 +1,26 @@
-"""The local broker's pure parts, with no broker and no JVM: settings, ids, ports, and the one-line
-errors for a bad set-up."""
+"""The local broker's pure parts (dev.kafka), with no broker and no JVM: settings, ids, ports, and
+the one-line errors for a bad set-up."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from worker.runtime import local_broker
-from worker.runtime.local_broker import (
-    LocalBrokerError,
-    PortInUseError,
-    choose_ports,
-    describe_mvn_failure,
-    free_ports,
-    jars_ready,
-    new_cluster_id,
-    parse_java_major,
-    render_server_properties,
-    require_java,
-)
+from dev.children import free_ports
+from dev.errors import LocalBrokerError, PortInUseError
+from dev.kafka import __main__ as cli
+from dev.kafka import developer, jars, node
+from dev.kafka.config import choose_ports, new_cluster_id, render_server_properties
+from dev.kafka.jars import describe_mvn_failure, jars_ready
+from dev.kafka.java import parse_java_major, require_java
+from worker.errors import WorkerError
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -80,7 +76,7 @@ def test_a_chosen_port_in_use_is_a_clear_error() -> None:
 
 def test_missing_java_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(local_broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(LocalBrokerError, match=r"java not found on PATH: install a JDK 17\+"):
         require_java()
 
@@ -90,9 +86,9 @@ def test_main_prints_one_line_and_fails_without_java(
 ) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no java, no mvn
-    monkeypatch.setattr(local_broker, "RUN_DIR", tmp_path)
-    monkeypatch.setattr(local_broker, "RUN_FILE", tmp_path / "kafka.json")
-    assert local_broker.main(["up"]) == 1
+    monkeypatch.setattr(developer, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(developer, "RUN_FILE", tmp_path / "kafka.json")
+    assert cli.main(["up"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("local-kafka: java not found on PATH: install a JDK 17+")
@@ -122,11 +118,11 @@ def test_java_major_version(output: str, major: int | None) -> None:
 
 
 def test_missing_mvn_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(local_broker, "LIB_DIR", tmp_path / "kafka" / "lib")
-    monkeypatch.setattr(local_broker, "require_java", lambda: "java")
-    monkeypatch.setattr(local_broker.shutil, "which", lambda name: None)
-    with pytest.raises(LocalBrokerError, match=r"mvn not found on PATH: install Apache Maven"):
-        local_broker.fetch_jars()
+    monkeypatch.setattr(jars, "LIB_DIR", tmp_path / "kafka" / "lib")
+    monkeypatch.setattr(jars, "require_java", lambda: "java")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(LocalBrokerError, match=r"mvn not found on PATH: install Apache Maven.*`python -m dev.kafka"):
+        jars.fetch_jars()
 
 
 def test_unreachable_maven_central_is_told_apart_from_other_mvn_failures() -> None:
@@ -148,7 +144,7 @@ def test_jars_are_ready_only_for_the_same_pom_and_every_jar(tmp_path: Path) -> N
     (tmp_path / "a.jar").write_bytes(b"")
     (tmp_path / "b.jar").write_bytes(b"")
     assert not jars_ready(tmp_path, "hash-1")  # no marker: an interrupted or never-run fetch
-    (tmp_path / local_broker.FETCH_MARKER).write_text(json.dumps({"pom_sha256": "hash-1", "jars": ["a.jar", "b.jar"]}))
+    (tmp_path / jars.FETCH_MARKER).write_text(json.dumps({"pom_sha256": "hash-1", "jars": ["a.jar", "b.jar"]}))
     assert jars_ready(tmp_path, "hash-1")
     assert not jars_ready(tmp_path, "hash-2")  # pom.xml changed
     (tmp_path / "b.jar").unlink()
@@ -165,9 +161,9 @@ def test_a_dead_recorded_broker_is_cleaned_up_and_reported(
     run_file = tmp_path / "kafka.json"
     record = {"bootstrap": "127.0.0.1:1", "pid": dead.pid, "data_dir": str(data_dir), "started_at": "then"}
     run_file.write_text(json.dumps(record))
-    monkeypatch.setattr(local_broker, "RUN_DIR", tmp_path)
-    monkeypatch.setattr(local_broker, "RUN_FILE", run_file)
-    assert local_broker.main(["status"]) == 0
+    monkeypatch.setattr(developer, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(developer, "RUN_FILE", run_file)
+    assert cli.main(["status"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == "not running"
     assert "was not running: removed its stale data dir and run file" in captured.err
@@ -182,5 +178,11 @@ def test_stale_data_dirs_are_swept_but_live_or_new_ones_kept(tmp_path: Path) -> 
     (stale / "broker.json").write_text(json.dumps({"pid": dead.pid}))
     starting = tmp_path / "kafka-data-starting"  # no record yet: another process is formatting it
     starting.mkdir()
-    assert local_broker.sweep_stale_data_dirs(tmp_path) == [stale]
+    assert node.sweep_stale_data_dirs(tmp_path) == [stale]
     assert starting.exists()
+
+
+def test_the_tools_errors_are_not_the_workers() -> None:
+    """The product's CLI catches WorkerError; a dev tool's failure must never pass for one."""
+    assert not issubclass(LocalBrokerError, WorkerError)
+    assert issubclass(PortInUseError, LocalBrokerError)

@@ -6,16 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from prometheus_client import CollectorRegistry
 
+from tests.support.workers import idle_worker
 from worker.core.billing import MonthlyTrackedUsers, utc_month
 from worker.core.dlq_limit import DlqLimit
 from worker.core.stores import PartitionStores
 from worker.errors import ConfigError
 from worker.runtime.kafka_errors import ErrorClass, classify
-from worker.runtime.metrics import Metrics
-from worker.runtime.runner import PRUNE_MARGIN_MS, Worker
-from worker.runtime.settings import as_flags, load_settings
+from worker.runtime.runner import PRUNE_MARGIN_MS
+from worker.runtime.settings import load_settings
 from worker.runtime.topics import group_configs
 
 DAY_MS = 86_400_000
@@ -58,11 +57,6 @@ def test_session_timeout_becomes_group_configs_under_kip_848_only() -> None:
     assert group_configs(load_settings(session_timeout_ms=6000, group_protocol="classic")) == {}
 
 
-def test_flags_leave_unset_settings_at_their_default() -> None:
-    flags = as_flags(load_settings(session_timeout_ms=6000), {"session_timeout_ms", "heartbeat_interval_ms"})
-    assert flags == ["--set", "session_timeout_ms=6000"]
-
-
 def test_missing_projects_file_is_named() -> None:
     with pytest.raises(ConfigError, match="projects_file"):
         load_settings(projects_file="/nonexistent/projects.json")
@@ -101,8 +95,7 @@ def test_dlq_limit_consecutive_run() -> None:
 
 
 def test_dedupe_entries_past_the_window_are_pruned() -> None:
-    settings = load_settings(bootstrap_servers="127.0.0.1:1", metrics_port=0)
-    worker = Worker(settings, Metrics(CollectorRegistry()))
+    worker = idle_worker()
     stores = PartitionStores()
     now = 100 * DAY_MS
     stores.dedupe.load("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)

@@ -13,6 +13,7 @@ import fastavro
 import orjson
 import pytest
 
+from tests.support.clock import T0
 from worker.core.config import CoreConfig
 from worker.core.pipeline import Pipeline
 from worker.core.records import RawMessage
@@ -22,7 +23,6 @@ from worker.serde import SerdeError, codec_for, raw_to_json
 from worker.serde.avro_schemas import SCHEMA_DIR, read_schema, schema_versions
 from worker.serde.codecs import MARKER
 
-T0 = 1_700_000_000_000
 RAW_MESSAGES: list[Any] = [
     {"api_key": "k", "events": [
         {"event_type": "page_view", "user_id": "user-1", "device_id": "device-1", "time": 1_700_000_000_123.9,

@@ -1,10 +1,10 @@
 """The HTTP endpoints SREs and Kubernetes probe: /metrics, /healthz (process alive, loop not
 stuck) and /readyz (every assigned partition restored). A daemon thread; stdlib only.
 
-A restore runs inside the rebalance callback, so the processing loop does not turn while it
-lasts: /healthz counts a restore under way as alive (the restore has its own deadline,
-`restore_timeout_s`), or a liveness probe would kill every instance whose restore takes longer
-than `stuck_after_s`, and the next one would restore from the start again.
+A restore runs in a thread of its own while the loop keeps turning (the runner's `Restoring`),
+so no restore, however long, holds the loop: a loop that has not turned for `stuck_after_s` is
+stuck, restore or not, and /healthz says so (a restore has its own deadline, `restore_timeout_s`,
+and readiness waits for it).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ class HealthState:
         self.stuck_after_s = stuck_after_s
         self.last_loop: Callable[[], float] = time.monotonic
         self.is_ready: Callable[[], bool] = lambda: False
-        self.is_restoring: Callable[[], bool] = lambda: False
 
     def healthy(self) -> bool:
-        return time.monotonic() - self.last_loop() < self.stuck_after_s or self.is_restoring()
+        return time.monotonic() - self.last_loop() < self.stuck_after_s
 
 
 def serve(port: int, registry: CollectorRegistry, state: HealthState, host: str = "0.0.0.0") -> ThreadingHTTPServer:

@@ -184,21 +184,6 @@ def read_projects(path: Path, setting: str = "projects_file") -> Mapping[str, st
     return projects
 
 
-def as_flags(settings: WorkerSettings, names: set[str]) -> list[str]:
-    """`--set` flags that give a child `experiment-worker run` these settings."""
-    flags: list[str] = []
-    for name, value in settings.model_dump(mode="json", include=names).items():
-        if value is None:
-            continue  # the default
-        if name == "topics":
-            flags += [part for topic, topic_name in value.items() for part in ("--set", f"topics.{topic}={topic_name}")]
-        elif isinstance(value, dict | list):
-            flags += ["--set", f"{name}={orjson.dumps(value).decode()}"]
-        else:
-            flags += ["--set", f"{name}={value}"]
-    return flags
-
-
 def load_settings(**overrides: Any) -> WorkerSettings:
     """Environment first, CLI overrides on top; a bad value is one line naming the setting."""
     try:

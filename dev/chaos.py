@@ -1,4 +1,4 @@
-"""The stress suite (`make chaos`, `python -m worker.chaos`): exactly-once under crashes, rebalances,
+"""The stress suite (`make chaos`, `python -m dev.chaos`): exactly-once under crashes, rebalances,
 broker restarts and zombies, checked record by record against process-file.
 
 A producer writes a generated stream (many users, experiment events, user-property operations,
@@ -16,41 +16,34 @@ The short form runs in `make test` (tests/integration/test_chaos.py); the long f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-from confluent_kafka import Producer
-
-from worker.loadgen import RawRecord, StreamGenerator
-from worker.runtime import local_broker
-from worker.runtime.local_broker import LocalBroker
-from worker.runtime.settings import WorkerSettings, as_flags, load_settings
+from dev import kafka
+from dev.kafka import LocalBroker
+from dev.loadgen import StreamGenerator
+from dev.verify import (
+    StreamWriter,
+    count_records,
+    diff,
+    expected_counts,
+    kafka_outputs,
+    offline_outputs,
+    read_topic,
+    wait_for_outputs,
+)
+from dev.workers import Instance, settings_for, worker_command
 from worker.runtime.topics import admin_client, create_topics
-from worker.verify import Outputs, count_records, kafka_outputs, offline_outputs, read_topic, wait_for_outputs
 
-RUN_SETTINGS = {"bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
-                "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol",
-                "session_timeout_ms", "heartbeat_interval_ms", "guarantee"}
 ACTIONS = ("kill", "leave", "join", "zombie", "broker-term", "broker-kill")
-
-
-def worker_command(settings: WorkerSettings) -> list[str]:
-    """`experiment-worker run` in a child process with these settings."""
-    return [sys.executable, "-m", "worker.cli", "run", "--processes", "1", *as_flags(settings, RUN_SETTINGS),
-            "--set", "metrics_port=0"]
 
 
 @dataclass(frozen=True)
@@ -101,113 +94,12 @@ class Tally:
         return self.lost == 0 and self.duplicated == 0 and self.wrong == 0 and not self.crashes
 
 
-@dataclass
-class Instance:
-    """One worker process; restarted under the same instance id, so the same transactional id."""
-
-    name: str
-    command: list[str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def send(self, signum: signal.Signals) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        self.send(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(10)
-        self.process = None
-
-    def leave(self, timeout_s: float = 60.0) -> int | None:
-        """SIGTERM and wait: the exit status (0 for a clean shutdown), None when it hung and was killed."""
-        if self.process is None:
-            return 0
-        self.send(signal.SIGTERM)
-        try:
-            code: int | None = self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.send(signal.SIGUSR1)  # the worker writes every thread's stack to its log
-            time.sleep(1.0)
-            self.kill()
-            code = None
-        self.process = None
-        return code
-
-
-def diff(expected: Outputs, got: Outputs) -> tuple[int, int, int]:
-    """(lost, duplicated, wrong) records of `got` against `expected`, as multisets per user and
-    topic; a user whose records are all there but in another order counts them as wrong, and so
-    does a user whose final state differs."""
-    lost = duplicated = wrong = 0
-    for kind in ("events", "deltas"):
-        want, have = getattr(expected, kind), getattr(got, kind)
-        for user in want.keys() | have.keys():
-            a = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in want.get(user, []))
-            b = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in have.get(user, []))
-            lost += sum((a - b).values())
-            duplicated += sum(count for record, count in (b - a).items() if record in a)
-            wrong += sum(count for record, count in (b - a).items() if record not in a)
-            if a == b and want.get(user) != have.get(user):
-                wrong += len(want[user])
-    want_dlq, have_dlq = Counter(map(repr, expected.dlq)), Counter(map(repr, got.dlq))
-    lost += sum((want_dlq - have_dlq).values())
-    duplicated += sum(count for record, count in (have_dlq - want_dlq).items() if record in want_dlq)
-    wrong += sum(count for record, count in (have_dlq - want_dlq).items() if record not in want_dlq)
-    wrong += sum(1 for key in expected.state.keys() | got.state.keys()
-                 if expected.state.get(key) != got.state.get(key))
-    return lost, duplicated, wrong
-
-
-class StreamWriter(threading.Thread):
-    """Writes the generated raw stream at an even pace over `duration_s`; an idempotent producer
-    with a long delivery timeout rides out broker restarts without losing or repeating a record."""
-
-    def __init__(self, settings: WorkerSettings, records: list[RawRecord], duration_s: float) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.records, self.duration_s = settings, records, duration_s
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            producer = Producer({"bootstrap.servers": self.settings.bootstrap_servers, "enable.idempotence": True,
-                                 "linger.ms": 5, "delivery.timeout.ms": 600_000})
-            started = time.monotonic()
-            for n, record in enumerate(self.records):
-                value = record.encoded()
-                producer.produce(self.settings.topics.raw, key=None if record.key is None else record.key.encode(),
-                                 value=value)
-                producer.poll(0)
-                ahead = started + self.duration_s * (n + 1) / len(self.records) - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-            if producer.flush(600) != 0:
-                raise RuntimeError("the raw stream was not fully delivered")
-        except BaseException as exc:  # reported by the driver
-            self.error = exc
-
-
 class Chaos:
     def __init__(self, plan: ChaosPlan, bootstrap: str, workdir: Path, broker: LocalBroker | None) -> None:
         self.plan, self.workdir, self.broker = plan, workdir, broker
-        prefix = f"chaos{uuid.uuid4().hex[:6]}"
-        topics = {name: f"{prefix}.{name}" for name in
-                  ("raw", "by_user", "enriched", "deltas", "state", "dlq", "registry", "dedupe")}
-        self.settings = load_settings(
-            bootstrap_servers=bootstrap, group_id=f"{prefix}.worker", instance_id="i0", topics=topics,
-            partitions=plan.partitions, transaction_timeout_ms=10_000, commit_interval_ms=100,
-            session_timeout_ms=plan.session_timeout_ms, heartbeat_interval_ms=1000, dlq_max_ratio=1.0,
-            metrics_port=0)
+        self.settings = settings_for(
+            bootstrap, f"chaos{uuid.uuid4().hex[:6]}", partitions=plan.partitions, transaction_timeout_ms=10_000,
+            commit_interval_ms=100, session_timeout_ms=plan.session_timeout_ms, heartbeat_interval_ms=1000)
         self.instances = [
             Instance(f"i{n}", worker_command(self.settings.model_copy(update={"instance_id": f"i{n}"})),
                      workdir / f"i{n}.log")
@@ -256,7 +148,7 @@ class Chaos:
             how = signal.SIGTERM if action == "broker-term" else signal.SIGKILL
             down_s = self.chance.uniform(1.0, 5.0)
             self.say(f"broker {how.name}, down for {down_s:.1f} s")
-            local_broker.restart(self.broker, how, down_s)
+            kafka.restart(self.broker, how, down_s)
             self.tally.broker_restarts[how.name] += 1
             self.say("broker back")
         for instance in self.stopped():  # whoever left joins again at the next step
@@ -317,14 +209,12 @@ class Chaos:
         self.tally.raw_records = len(raw)
         expected = offline_outputs(raw, Path(tempfile.mkdtemp(dir=self.workdir)), self.settings.core_config())
         counts = count_records(expected)
-        topics = self.settings.topics
         self.say(f"waiting for {counts} outputs")
         deadline = time.monotonic() + self.plan.finish_timeout_s
         while True:
             self.supervise()
             try:
-                wait_for_outputs(self.settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                                 topics.dlq: counts["dlq"]}, timeout_s=5)
+                wait_for_outputs(self.settings, expected_counts(self.settings, expected), timeout_s=5)
                 break
             except AssertionError:
                 if time.monotonic() > deadline:
@@ -340,7 +230,7 @@ def run_chaos(plan: ChaosPlan, bootstrap: str | None, workdir: Path) -> Tally:
     """Run `plan`; on `bootstrap` when given (no broker restarts then), else on a broker of its own."""
     broker = None
     if bootstrap is None:
-        broker = local_broker.start_broker(workdir / "broker")
+        broker = kafka.start_broker(workdir / "broker")
         bootstrap = broker.bootstrap
     elif plan.broker_sigterms or plan.broker_sigkills:
         raise ValueError("broker restarts need the suite's own broker: do not pass a bootstrap")

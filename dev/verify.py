@@ -1,13 +1,16 @@
-"""Read topics back and compare the Kafka path with the offline path (SPEC §10: the two paths
-produce the same records). Used by the demo, the integration tests and the stress suite.
+"""Write raw records, read topics back, and compare the Kafka path with the offline path record by
+record (SPEC §10: the two paths produce the same records): what was lost, duplicated or wrong.
+Used by the demo, the integration tests, the stress suite and the benchmarks.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,8 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from dev.loadgen import RawRecord, encode_line
 from worker.core.config import CoreConfig
-from worker.loadgen import RawRecord
 from worker.offline import process_file
 from worker.runtime.ops import scan
 from worker.runtime.runner import coordinates, message_headers
@@ -28,11 +31,40 @@ def produce_raw(settings: WorkerSettings, records: list[RawRecord]) -> None:
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
                          "linger.ms": 5})
     for record in records:
-        value = record.encoded()
-        producer.produce(settings.topics.raw, key=None if record.key is None else record.key.encode(),
-                         value=value, headers=list(record.headers.items()) or None)
-        producer.poll(0)
+        send(producer, settings.topics.raw, record)
     assert producer.flush(30) == 0
+
+
+def send(producer: Producer, topic: str, record: RawRecord) -> None:
+    """Produce one raw record as it is on the wire; the broker stamps it (its ingestion time)."""
+    key = None if record.key is None else record.key.encode()
+    producer.produce(topic, key=key, value=record.encoded(), headers=list(record.headers.items()) or None)
+    producer.poll(0)
+
+
+class StreamWriter(threading.Thread):
+    """Writes the generated raw stream at an even pace over `duration_s`; an idempotent producer
+    with a long delivery timeout rides out broker restarts without losing or repeating a record."""
+
+    def __init__(self, settings: WorkerSettings, records: list[RawRecord], duration_s: float) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.records, self.duration_s = settings, records, duration_s
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            producer = Producer({"bootstrap.servers": self.settings.bootstrap_servers, "enable.idempotence": True,
+                                 "linger.ms": 5, "delivery.timeout.ms": 600_000})
+            started = time.monotonic()
+            for n, record in enumerate(self.records):
+                send(producer, self.settings.topics.raw, record)
+                ahead = started + self.duration_s * (n + 1) / len(self.records) - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            if producer.flush(600) != 0:
+                raise RuntimeError("the raw stream was not fully delivered")
+        except BaseException as exc:  # reported by the driver
+            self.error = exc
 
 
 @dataclass
@@ -88,20 +120,8 @@ class Outputs:
 
 def offline_outputs(raw: list[Read], workdir: Path, config: CoreConfig) -> Outputs:
     """process-file on the raw topic's records, read back with their broker timestamps."""
-    lines = []
-    for record in raw:
-        line: dict[str, Any] = {"timestamp": record.timestamp}
-        if record.key is not None:
-            line["key"] = record.key.decode()
-        if record.headers:
-            line["headers"] = {k: v.decode() for k, v in record.headers}
-        try:
-            line["value"] = orjson.loads(record.value or b"")
-        except orjson.JSONDecodeError:
-            line["value_raw"] = (record.value or b"").decode("utf-8", "surrogateescape")
-        lines.append(line)
     source = workdir / "raw.jsonl"
-    source.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    source.write_bytes(b"".join(encode_line(as_raw_record(record)) for record in raw))
     out = workdir / "out"
     process_file(source, out, config, now_ms=0)
 
@@ -114,6 +134,24 @@ def offline_outputs(raw: list[Read], workdir: Path, config: CoreConfig) -> Outpu
         dlq=comparable_dlq(load("dlq.jsonl")),
         state={row["key"]: row["user_properties"] for row in load("state.jsonl")},
     )
+
+
+def expected_outputs(settings: WorkerSettings, workdir: Path, timeout_s: float = 30.0) -> Outputs:
+    """What the worker must write for everything the raw topic holds now: process-file on it."""
+    raw = read_topic(settings.bootstrap_servers, settings.topics.raw, timeout_s=timeout_s)
+    return offline_outputs(raw, workdir, settings.core_config())
+
+
+def as_raw_record(read: Read) -> RawRecord:
+    """A record read from the raw topic as a `process-file` input record, with its broker timestamp."""
+    key = None if read.key is None else read.key.decode()
+    headers = {name: value.decode() for name, value in read.headers}
+    value = read.value or b""
+    try:
+        return RawRecord(key, value=orjson.loads(value), headers=headers, timestamp_ms=read.timestamp)
+    except orjson.JSONDecodeError:
+        return RawRecord(key, value_raw=value.decode("utf-8", "surrogateescape"), headers=headers,
+                         timestamp_ms=read.timestamp)
 
 
 def kafka_outputs(settings: WorkerSettings) -> Outputs:
@@ -167,3 +205,39 @@ def count_records(outputs: Outputs) -> dict[str, int]:
         "deltas": sum(map(len, outputs.deltas.values())),
         "dlq": len(outputs.dlq),
     }
+
+
+def expected_counts(settings: WorkerSettings, expected: Outputs) -> dict[str, int]:
+    """`wait_for_outputs`' argument: how many records each output topic must hold for `expected`."""
+    counts, topics = count_records(expected), settings.topics
+    return {topics.enriched: counts["events"], topics.deltas: counts["deltas"], topics.dlq: counts["dlq"]}
+
+
+def diff(expected: Outputs, got: Outputs) -> tuple[int, int, int]:
+    """(lost, duplicated, wrong) records of `got` against `expected`, as multisets per user and
+    topic; a user whose records are all there but in another order counts them as wrong, and so
+    does a user whose final state differs."""
+    lost = duplicated = wrong = 0
+    for kind in ("events", "deltas"):
+        want, have = getattr(expected, kind), getattr(got, kind)
+        for user in want.keys() | have.keys():
+            a, b = want.get(user, []), have.get(user, [])
+            damage = multiset_damage([orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in a],
+                                     [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in b])
+            lost, duplicated, wrong = lost + damage[0], duplicated + damage[1], wrong + damage[2]
+            if damage == (0, 0, 0) and a != b:
+                wrong += len(a)
+    damage = multiset_damage(map(repr, expected.dlq), map(repr, got.dlq))
+    lost, duplicated, wrong = lost + damage[0], duplicated + damage[1], wrong + damage[2]
+    wrong += sum(1 for key in expected.state.keys() | got.state.keys()
+                 if expected.state.get(key) != got.state.get(key))
+    return lost, duplicated, wrong
+
+
+def multiset_damage(expected: Iterable[Hashable], got: Iterable[Hashable]) -> tuple[int, int, int]:
+    """(lost, duplicated, wrong): expected items missing from `got`, extra copies of expected items,
+    and items that were never expected."""
+    want, have = Counter(expected), Counter(got)
+    extra = have - want
+    return (sum((want - have).values()), sum(n for item, n in extra.items() if item in want),
+            sum(n for item, n in extra.items() if item not in want))

@@ -1,6 +1,6 @@
 """A throwaway Prometheus server on loopback that scrapes given targets every second: the
 integration test proves the worker's /metrics is scraped and queried as an SRE would, and
-`python -m worker.runtime.prometheus_local --target 127.0.0.1:9108` gives a developer the same
+`python -m dev.prometheus --target 127.0.0.1:9108` gives a developer the same
 server (with the alert rules) beside a local worker.
 
 The server is the `prometheus` binary (Debian: `apt-get install prometheus`, or $PROMETHEUS_BIN),
@@ -27,17 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from worker.errors import WorkerError
-from worker.runtime.local_broker import die_with_caller, free_ports
+from dev.children import die_with_caller, free_ports
+from dev.errors import PrometheusError
 
 PROMETHEUS_BIN_ENV = "PROMETHEUS_BIN"
 INSTALL_HINT = "install it (Debian/Ubuntu: `apt-get install prometheus`) or set PROMETHEUS_BIN=/path/to/prometheus"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-
-
-class PrometheusError(WorkerError):
-    """The local Prometheus is missing, did not start, or answered a query with an error."""
 
 
 def find_prometheus() -> str | None:
@@ -188,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prometheus exited: {prometheus.log_tail()}", file=sys.stderr)
             return 1
     except PrometheusError as exc:
-        print(f"prometheus_local: {exc}", file=sys.stderr)
+        print(f"dev.prometheus: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0

@@ -20,21 +20,25 @@ from typing import Any
 
 import orjson
 
-from worker.loadgen import StreamGenerator
-from worker.runtime.local_broker import free_ports, recorded_broker
-from worker.runtime.settings import WorkerSettings, as_flags, load_settings
-from worker.runtime.topics import admin_client, create_topics
-from worker.verify import (
+from dev.children import free_ports
+from dev.files import RUN_DIR
+from dev.kafka import recorded_broker
+from dev.loadgen import StreamGenerator
+from dev.verify import (
     Outputs,
     count_records,
+    expected_counts,
     kafka_outputs,
     offline_outputs,
     produce_raw,
     read_topic,
     wait_for_outputs,
 )
+from dev.workers import settings_for, worker_command
+from worker.runtime.topics import admin_client, create_topics
 
 DEMO_EVENTS = 5000
+LOG = RUN_DIR / "demo-worker.log"
 
 
 def bootstrap_address() -> str:
@@ -46,23 +50,11 @@ def bootstrap_address() -> str:
     return broker.bootstrap
 
 
-def demo_settings(bootstrap: str, run_id: str, metrics_port: int) -> tuple[WorkerSettings, list[str]]:
-    topics = {
-        "raw": f"{run_id}.events.raw", "by_user": f"{run_id}.by-user", "enriched": f"{run_id}.events.enriched",
-        "deltas": f"{run_id}.user-properties.deltas", "state": f"{run_id}.user-state", "dlq": f"{run_id}.events.dlq",
-        "registry": f"{run_id}.experiment-properties", "dedupe": f"{run_id}.dedupe",
-    }
-    settings = load_settings(bootstrap_servers=bootstrap, group_id=f"{run_id}.worker", instance_id="demo",
-                             topics=topics, partitions=3, metrics_port=metrics_port)
-    names = {"bootstrap_servers", "group_id", "instance_id", "topics", "partitions", "metrics_port"}
-    return settings, as_flags(settings, names)
-
-
 def wait_ready(port: int, worker: subprocess.Popen[bytes], timeout_s: float = 60.0) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if worker.poll() is not None:
-            sys.exit(f"demo: the worker exited with status {worker.returncode}; see .run/demo-worker.log")
+            sys.exit(f"demo: the worker exited with status {worker.returncode}; see {LOG}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
                 if reply.status == 200:
@@ -70,7 +62,7 @@ def wait_ready(port: int, worker: subprocess.Popen[bytes], timeout_s: float = 60
         except OSError:
             pass
         time.sleep(0.2)
-    sys.exit("demo: the worker did not become ready in time; see .run/demo-worker.log")
+    sys.exit(f"demo: the worker did not become ready in time; see {LOG}")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -88,13 +80,12 @@ def main() -> int:
     bootstrap = bootstrap_address()
     run_id = f"demo-{int(time.time())}"
     port = free_ports(1)[0]
-    settings, flags = demo_settings(bootstrap, run_id, port)
+    settings = settings_for(bootstrap, run_id, instance_id="demo", partitions=3, metrics_port=port)
     created = create_topics(admin_client(settings), settings)
     print(f"experiment-worker demo: broker {bootstrap}, {len(created)} topics {run_id}.*")
-    log_path = Path(".run/demo-worker.log")
-    log_path.parent.mkdir(exist_ok=True)
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", *flags], stdout=log, stderr=log)
+    LOG.parent.mkdir(exist_ok=True)
+    with LOG.open("wb") as log:
+        worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
     try:
         print(f"  worker started (pid {worker.pid}), ready after {wait_ready(port, worker):.1f} s "
               f"(metrics on http://127.0.0.1:{port}/metrics)")
@@ -103,10 +94,7 @@ def main() -> int:
         produce_raw(settings, records)
         raw = read_topic(bootstrap, settings.topics.raw)
         expected = offline_outputs(raw, Path(tempfile.mkdtemp(prefix="demo-")), settings.core_config())
-        counts = count_records(expected)
-        topics = settings.topics
-        wait_for_outputs(settings, {topics.enriched: counts["events"], topics.deltas: counts["deltas"],
-                                    topics.dlq: counts["dlq"]})
+        wait_for_outputs(settings, expected_counts(settings, expected))
         elapsed = time.monotonic() - started
         metrics = scrape(port)
     finally:
