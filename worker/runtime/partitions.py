@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -27,7 +27,7 @@ from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult, restore_partition
 from worker.runtime.settings import WorkerSettings
-from worker.serde import codec_for
+from worker.serde import Codec, codec_for
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ class Restoring:
         self.error: BaseException | None = None
 
 
+Restorer = Callable[[WorkerSettings, Clients, int, PartitionStores, ExperimentRegistry, Codec], RestoreResult]
+
+
 class PartitionManager:
     def __init__(self, settings: WorkerSettings, clients: Clients, metrics: Metrics,
-                 registry: ExperimentRegistry) -> None:
+                 registry: ExperimentRegistry, restorer: Restorer = restore_partition) -> None:
         self.settings, self.clients, self.metrics, self.registry = settings, clients, metrics, registry
+        self.restorer = restorer
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stores: dict[int, PartitionStores] = {}
         self.restorations: dict[int, Restoring] = {}
@@ -72,8 +76,8 @@ class PartitionManager:
     def restore(self, job: Restoring) -> None:
         """Thread body: read the partition's changelogs into the job's own stores and registry."""
         try:
-            job.result = restore_partition(self.settings, self.clients, job.partition, job.stores, job.names,
-                                           self.state_codec)
+            job.result = self.restorer(self.settings, self.clients, job.partition, job.stores, job.names,
+                                       self.state_codec)
         except BaseException as exc:  # raised in the loop by install_restored
             job.error = exc
         finally:

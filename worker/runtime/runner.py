@@ -94,6 +94,12 @@ class Worker:
         admin = self.clients.admin()
         log.info("topics checked: %s", check_topics(admin, settings))
         configure_group(admin, settings)
+        self.open()
+
+    def open(self) -> None:
+        """The clients of a run: the producer, the registry follower (read to its end), and the
+        group subscription."""
+        settings = self.settings
         self.sink = Sink(self.clients, settings.exactly_once)
         self.emitter = Emitter(settings, self.metrics, self.sink)
         self.follower = RegistryFollower(settings, self.clients, self.pipeline.registry)

@@ -1,0 +1,159 @@
+"""The runner's behaviours with fake clients and a fake clock: commit cadence, what a transaction
+holds, abort and rewind, a revoke in the middle of a restore, the DLQ limit. No broker."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from tests.support.clock import T0
+from tests.support.fakes import FakeClients, FakeConsumer, FakeMessage, FakeProducer
+from tests.support.settings import offline_settings
+from tests.support.workers import idle_worker
+from worker.errors import DlqLimitExceeded
+from worker.runtime.metrics import Metrics
+from worker.runtime.restore import RestoreResult
+from worker.runtime.runner import Worker
+
+RAW, BY_USER = "events.raw", "experiment-worker.by-user"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return T0 / 1000 + self.now
+
+
+def restored_at_once(*args: Any) -> RestoreResult:
+    return RestoreResult(args[2])
+
+
+def opened(**settings: Any) -> tuple[Worker, FakeClients, FakeClock]:
+    """A worker opened on fake clients (no topic check), owning raw and by-user partition 0, restored."""
+    clients, clock = FakeClients(), FakeClock()
+    worker = Worker(offline_settings(**settings), Metrics(CollectorRegistry()), clients, clock)  # type: ignore[arg-type]
+    worker.partitions.restorer = restored_at_once
+    worker.open()
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(RAW, 0), TopicPartition(BY_USER, 0)])  # type: ignore[arg-type]
+    while worker.partitions.restoring:
+        worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    return worker, clients, clock
+
+
+def by_user(offset: int, user: str = "user-1", partition: int = 0, **user_properties: Any) -> FakeMessage:
+    event = {"project_id": "default", "event_type": "click", "user_id": user, "time": T0, "insert_id": f"i-{offset}",
+             "event_properties": {}, "user_properties": {"$set": user_properties} if user_properties else {},
+             "ingested_at": T0 + offset}
+    value = orjson.dumps({"v": 1, "user_key": f"default/u:{user}", "source": [RAW, 0, offset, None],
+                          "skip_sync": False, "event": event})
+    return FakeMessage((BY_USER, partition, offset), data=value, key_data=f"default/u:{user}".encode())
+
+
+def producer(clients: FakeClients) -> FakeProducer:
+    return clients.producers[-1]
+
+
+def test_a_batch_commits_after_commit_every_messages_with_its_offsets_and_one_state_record_per_user() -> None:
+    worker, clients, _ = opened(commit_every_messages=3, commit_interval_ms=60_000)
+    clients.consumer_.queued = [[by_user(5, plan="free"), by_user(6, plan="pro"), by_user(7, user="user-2", a=1)]]
+    worker.poll_once()
+    out = producer(clients)
+    assert out.transactions == ["begin", "commit"]
+    assert out.offsets == [[(BY_USER, 0, 8)]]
+    state = out.committed_to(worker.settings.topics.state)
+    # user-1 changed twice in the batch: one record, its last value, to the partition it came from.
+    assert sorted((key, orjson.loads(value)["user_properties"], partition) for key, value, partition in state) == [
+        (b"default/u:user-1", {"plan": "pro"}, 0), (b"default/u:user-2", {"a": 1}, 0)]
+    assert len(out.committed_to(worker.settings.topics.enriched)) == 3
+    assert len(out.committed_to(worker.settings.topics.dedupe)) == 3
+    assert worker.partitions.stores[0].state.get("default/u:user-1") == {"plan": "pro"}
+
+
+def test_a_batch_commits_after_commit_interval_ms_and_not_before() -> None:
+    worker, clients, clock = opened(commit_every_messages=1000, commit_interval_ms=100)
+    clients.consumer_.queued = [[by_user(1, plan="free")]]
+    worker.poll_once()
+    assert producer(clients).transactions == ["begin"]  # open: 0 ms of its 100 have passed
+    clock.now += 0.099
+    worker.poll_once()
+    assert producer(clients).transactions == ["begin"]
+    clock.now += 0.002
+    worker.poll_once()
+    assert producer(clients).transactions == ["begin", "commit"]
+
+
+def test_an_abortable_commit_aborts_rolls_the_stores_back_and_rewinds_the_input() -> None:
+    worker, clients, _ = opened(commit_every_messages=2, commit_interval_ms=60_000)
+    producer(clients).refuse_commit = [KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)]
+    clients.consumer_.queued = [[by_user(10, plan="free"), by_user(11, plan="pro")]]
+    worker.poll_once()
+    out = producer(clients)
+    assert out.transactions == ["begin", "abort"] and out.produced == []
+    assert worker.partitions.stores[0].state.get("default/u:user-1") is None  # rolled back
+    assert (BY_USER, 0, 10) in clients.consumer_.seeks  # the batch's first offset, read again
+    assert worker.metrics.registry.get_sample_value("experiment_worker_transactions_total",
+                                                    {"outcome": "aborted"}) == 1
+    clients.consumer_.queued = [[by_user(10, plan="free"), by_user(11, plan="pro")]]
+    worker.poll_once()  # redone: committed once, the same records
+    assert out.transactions == ["begin", "abort", "begin", "commit"]
+    assert worker.partitions.stores[0].state.get("default/u:user-1") == {"plan": "pro"}
+
+
+def test_a_fatal_commit_error_replaces_the_producer() -> None:
+    worker, clients, _ = opened(commit_every_messages=1, commit_interval_ms=60_000)
+    producer(clients).refuse_commit = [KafkaError(KafkaError._FENCED, "fenced", fatal=True)]
+    clients.consumer_.queued = [[by_user(3, plan="free")]]
+    worker.poll_once()
+    assert len(clients.producers) == 2 and clients.producers[0].produced == []
+    assert worker.sink is not None and worker.sink.producer is clients.producers[1]
+
+
+def test_rewind_seeks_each_unhandled_partition_once_and_skips_what_the_abort_rewound() -> None:
+    worker = idle_worker()
+    consumer = FakeConsumer([("raw", 0), ("raw", 1), ("raw", 2)])
+    worker.consumer = consumer  # type: ignore[assignment]
+    worker.rewound = {("raw", 0)}  # the abort already sought raw[0] to the batch's first offset
+    rest = [FakeMessage(("raw", 0, 9)), FakeMessage(("raw", 1, 7)), FakeMessage(("raw", 1, 8)),
+            FakeMessage(("raw", 2, 3), failed=True), FakeMessage(("raw", 2, 4)), FakeMessage(("other", 5, 1))]
+    worker.rewind(rest)  # type: ignore[arg-type]
+    assert consumer.seeks == [("raw", 1, 7), ("raw", 2, 4)]
+
+
+def test_a_partition_revoked_while_it_restores_is_never_installed() -> None:
+    worker, clients, _ = opened()
+    release = threading.Event()
+
+    def slow_restore(*args: Any) -> RestoreResult:
+        release.wait(10)
+        return RestoreResult(args[2])
+
+    worker.partitions.restorer = slow_restore
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    assert worker.partitions.restoring and (BY_USER, 1) in consumer.paused and not worker.ready
+    clients.consumer_.queued = [[by_user(0, partition=1)]]
+    worker.poll_once()  # a message fetched before the pause took is left for the seek at resume
+    assert worker.checkpoint.messages == 0
+    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    release.set()
+    worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert 1 not in worker.partitions.stores and not worker.partitions.restoring
+    assert worker.metrics.registry.get_sample_value("experiment_worker_ready") == 1
+
+
+def test_the_dlq_limit_stops_the_worker_when_most_input_is_bad() -> None:
+    worker, clients, _ = opened(dlq_max_ratio=0.5, dlq_window=4)
+    clients.consumer_.queued = [[FakeMessage((RAW, 0, offset), data=b"{not json") for offset in range(4)]]
+    with pytest.raises(DlqLimitExceeded, match="went to the DLQ"):
+        worker.poll_once()
