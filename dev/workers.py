@@ -11,6 +11,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +22,25 @@ import orjson
 from worker.runtime.settings import Topics, WorkerSettings, load_settings
 
 # What a child worker is told; every other setting keeps its default (or its environment value).
+# Where the tools' workers keep their stores: outside the checkout, one directory per prefix.
+STATE_ROOT = Path(tempfile.gettempdir()) / "experiment-worker-dev-state"
+
 RUN_SETTINGS = frozenset({
     "bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
     "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol", "session_timeout_ms",
     "heartbeat_interval_ms", "guarantee", "metrics_port", "dlq_max_ratio", "linger_ms",
+    "state_store", "state_dir", "state_cache_bytes",
 })
 
 
 def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSettings:
     """Settings whose topics and group are `<prefix>.<name>`; no metrics port, no DLQ ratio limit
-    (generated streams hold bad input on purpose). `overrides` win."""
+    (generated streams hold bad input on purpose); stores on disk under a temporary directory of
+    the prefix's own (STATE_ROOT). `overrides` win."""
     topics = {name: f"{prefix}.{name}" for name in Topics.model_fields}
     base: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": f"{prefix}.worker", "instance_id": "i0",
-                            "topics": topics, "metrics_port": 0, "dlq_max_ratio": 1.0}
+                            "topics": topics, "metrics_port": 0, "dlq_max_ratio": 1.0,
+                            "state_dir": str(STATE_ROOT / prefix)}
     return load_settings(**{**base, **overrides})
 
 

@@ -82,7 +82,7 @@ def test_the_loop_keeps_running_while_a_partition_restores(kafka_bootstrap: str)
     while 0 not in worker.worker.partitions.stores:
         assert time.monotonic() < deadline, "partition 0 was never installed"
         time.sleep(0.05)
-    assert len(worker.worker.partitions.stores[0].state) == users
+    assert worker.worker.partitions.stores[0].users == users
     worker.stop()
 
 

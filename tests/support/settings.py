@@ -14,8 +14,8 @@ NO_BROKER = "127.0.0.1:1"
 
 
 def offline_settings(**overrides: Any) -> WorkerSettings:
-    """Settings for a `Worker` that is built but never run: no broker, no metrics port."""
-    return load_settings(**{"bootstrap_servers": NO_BROKER, "metrics_port": 0, **overrides})
+    """Settings for a `Worker` that is built but never run: no broker, no metrics port, stores in memory."""
+    return load_settings(**{"bootstrap_servers": NO_BROKER, "metrics_port": 0, "state_store": "memory", **overrides})
 
 
 def worker_settings(bootstrap: str, prefix: str | None = None, **overrides: Any) -> WorkerSettings:

@@ -28,7 +28,10 @@ experiment_worker_commit_seconds{}
 experiment_worker_processing_seconds{}
 experiment_worker_rebalances_total{kind}
 experiment_worker_restore_records_total{topic}
+experiment_worker_store_rebuilds_total{reason}
 experiment_worker_restore_seconds{}
+experiment_worker_restore_target_records{partition}
+experiment_worker_restore_done_records{partition}
 experiment_worker_restoring_partitions{}
 experiment_worker_users_in_state{partition}
 experiment_worker_consumer_lag{topic,partition}

@@ -77,7 +77,7 @@ def test_a_batch_commits_after_commit_every_messages_with_its_offsets_and_one_st
         (b"default/u:user-1", {"plan": "pro"}, 0), (b"default/u:user-2", {"a": 1}, 0)]
     assert len(out.committed_to(worker.settings.topics.enriched)) == 3
     assert len(out.committed_to(worker.settings.topics.dedupe)) == 3
-    assert worker.partitions.stores[0].state.get("default/u:user-1") == {"plan": "pro"}
+    assert worker.partitions.stores[0].state_of("default/u:user-1") == {"plan": "pro"}
 
 
 def test_a_batch_commits_after_commit_interval_ms_and_not_before() -> None:
@@ -100,14 +100,14 @@ def test_an_abortable_commit_aborts_rolls_the_stores_back_and_rewinds_the_input(
     worker.poll_once()
     out = producer(clients)
     assert out.transactions == ["begin", "abort"] and out.produced == []
-    assert worker.partitions.stores[0].state.get("default/u:user-1") is None  # rolled back
+    assert worker.partitions.stores[0].state_of("default/u:user-1") is None  # rolled back
     assert (BY_USER, 0, 10) in clients.consumer_.seeks  # the batch's first offset, read again
     assert worker.metrics.registry.get_sample_value("experiment_worker_transactions_total",
                                                     {"outcome": "aborted"}) == 1
     clients.consumer_.queued = [[by_user(10, plan="free"), by_user(11, plan="pro")]]
     worker.poll_once()  # redone: committed once, the same records
     assert out.transactions == ["begin", "abort", "begin", "commit"]
-    assert worker.partitions.stores[0].state.get("default/u:user-1") == {"plan": "pro"}
+    assert worker.partitions.stores[0].state_of("default/u:user-1") == {"plan": "pro"}
 
 
 def test_a_fatal_commit_error_replaces_the_producer() -> None:

@@ -10,7 +10,6 @@ from confluent_kafka import KafkaError, KafkaException
 from tests.support.workers import idle_worker
 from worker.core.billing import MonthlyTrackedUsers, utc_month
 from worker.core.dlq_limit import DlqLimit
-from worker.core.stores import PartitionStores
 from worker.errors import ConfigError
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.runner import PRUNE_MARGIN_MS
@@ -96,15 +95,16 @@ def test_dlq_limit_consecutive_run() -> None:
 
 def test_dedupe_entries_past_the_window_are_pruned() -> None:
     worker = idle_worker()
-    stores = PartitionStores()
+    stores = worker.partitions.factory.open(0)
     now = 100 * DAY_MS
-    stores.dedupe.load("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)
-    stores.dedupe.load("u/edge", now - 7 * DAY_MS - PRUNE_MARGIN_MS)
-    stores.dedupe.load("u/new", now - DAY_MS)
+    stores.put_dedupe("u/old", now - 7 * DAY_MS - PRUNE_MARGIN_MS - 1)
+    stores.put_dedupe("u/edge", now - 7 * DAY_MS - PRUNE_MARGIN_MS)
+    stores.put_dedupe("u/new", now - DAY_MS)
+    stores.commit(None, 3, 1)
     worker.partitions.stores[0] = stores
     assert worker.partitions.prune(now - 7 * DAY_MS - PRUNE_MARGIN_MS) == 1
-    assert stores.dedupe.get("u/old") is None
-    assert stores.dedupe.get("u/edge") is not None and stores.dedupe.get("u/new") is not None
+    assert stores.first_seen("u/old") is None
+    assert stores.first_seen("u/edge") is not None and stores.first_seen("u/new") is not None
 
 
 @pytest.mark.parametrize(

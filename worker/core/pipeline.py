@@ -9,9 +9,8 @@ and the benchmarks all call a `Pipeline`, so every path gives the same records:
 
 Per event, `process` returns an `Outcome` (the enriched event, the delta, a DLQ record, counts).
 The changelog records — state (last value per user), dedupe entries and registry admissions —
-are not per event: they wait in the stores' pending layers, and the caller writes them once per
-batch (`PartitionStores.state_records`, `.dedupe.pending()`, `ExperimentRegistry.pending()`) and
-then commits or rolls back the stores with the batch.
+are not per event: they wait in the stores' pending layers (worker.core.stores.Stores), and the
+caller writes them once per batch and then commits or rolls back the stores with the batch.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from worker.core.experiments import Transformed, renamed_type, transform
 from worker.core.limit import Admission, ExperimentRegistry
 from worker.core.records import DlqRecord, RawMessage, UserEvent, delta_record
 from worker.core.split import PROJECT_HEADER, SKIP_SYNC, Judge, Split, judge_event, split_message
-from worker.core.stores import PartitionStores
+from worker.core.stores import Stores
 from worker.core.values import JsonObject
 
 Transform = Callable[[UserEvent, JsonObject, Admission], Transformed]
@@ -73,28 +72,28 @@ class Pipeline:
     def split(self, message: RawMessage) -> Split:
         return split_message(message, self.config, self.judge)
 
-    def run(self, message: RawMessage, stores: PartitionStores) -> Processed:
+    def run(self, message: RawMessage, stores: Stores) -> Processed:
         split = self.split(message)
         return Processed([self.process(event, stores) for event in split.events], split.rejected)
 
-    def process(self, user_event: UserEvent, stores: PartitionStores) -> Outcome:
+    def process(self, user_event: UserEvent, stores: Stores) -> Outcome:
         """`process_event`, with an unexpected exception turned into a `processing_error` DLQ record."""
         try:
             return self.process_event(user_event, stores)
         except Exception as exc:
             return Outcome(dlq=processing_error(user_event, exc))
 
-    def process_event(self, user_event: UserEvent, stores: PartitionStores) -> Outcome:
+    def process_event(self, user_event: UserEvent, stores: Stores) -> Outcome:
         config = self.config
         user_key, ingested_at = user_event.user_key, user_event.ingested_at
         insert_id = user_event.event.get("insert_id")
         entry = None
         if insert_id is not None:
             entry = dedupe_key(user_key, insert_id)
-            if is_duplicate(stores.dedupe.get(entry), ingested_at, config.dedupe_window_ms):
+            if is_duplicate(stores.first_seen(entry), ingested_at, config.dedupe_window_ms):
                 return Outcome(duplicate=True)
         admission = Admission(self.registry, user_event.project_id, config.experiment_property_limit)
-        old = {} if user_event.skip_sync else (stores.state.get(user_key) or {})
+        old = {} if user_event.skip_sync else (stores.state_of(user_key) or {})
         result = self.transform(user_event, old, admission)
         outcome = Outcome(result.event)
         if result.changes:
@@ -104,7 +103,7 @@ class Pipeline:
         outcome.add_ignored = result.stats.add_ignored
         # The commit point of this event: nothing above wrote to a store.
         if entry is not None:
-            stores.dedupe.put(entry, ingested_at)
+            stores.put_dedupe(entry, ingested_at)
         if result.properties is not None and result.changes:
             stores.put_state(user_key, result.properties, ingested_at)
         admission.record(ingested_at)

@@ -9,7 +9,7 @@ vanish too. Each store therefore keeps committed data and a pending layer: reads
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from worker.core.identity import project_of
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
@@ -69,8 +69,22 @@ class TransactionalMap(Generic[V]):
         return doomed
 
 
+class Stores(Protocol):
+    """What the pipeline reads and writes of a partition's stores; writes stay pending until the
+    caller commits the batch (in memory here, for process-file and the tests; on disk or in
+    memory, as changelog bytes, in the Kafka worker: worker.runtime.state)."""
+
+    def state_of(self, user_key: str) -> JsonObject | None: ...
+
+    def first_seen(self, dedupe_key: str) -> int | None: ...
+
+    def put_state(self, user_key: str, properties: JsonObject, ingested_at: int) -> None: ...
+
+    def put_dedupe(self, dedupe_key: str, ingested_at: int) -> None: ...
+
+
 class PartitionStores:
-    """The stores of one by-user partition: user state (with when each pending change was
+    """The stores of one partition as plain maps: user state (with when each pending change was
     ingested, for the state record's `updated_at`) and dedupe entries (insert_id first seen)."""
 
     __slots__ = ("changed_at", "dedupe", "state")
@@ -80,9 +94,18 @@ class PartitionStores:
         self.dedupe: TransactionalMap[int] = TransactionalMap()
         self.changed_at: dict[str, int] = {}
 
+    def state_of(self, user_key: str) -> JsonObject | None:
+        return self.state.get(user_key)
+
+    def first_seen(self, dedupe_key: str) -> int | None:
+        return self.dedupe.get(dedupe_key)
+
     def put_state(self, user_key: str, properties: JsonObject, ingested_at: int) -> None:
         self.state.put(user_key, properties)
         self.changed_at[user_key] = ingested_at
+
+    def put_dedupe(self, dedupe_key: str, ingested_at: int) -> None:
+        self.dedupe.put(dedupe_key, ingested_at)
 
     def state_records(self) -> list[tuple[str, JsonObject]]:
         """The batch's state records (SPEC §8.3): one per changed user, with its last value."""

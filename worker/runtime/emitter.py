@@ -16,10 +16,10 @@ from worker.core.experiments import RENAMED_PROPERTIES, RENAMED_TYPES
 from worker.core.limit import ExperimentRegistry
 from worker.core.pipeline import Outcome
 from worker.core.records import DlqRecord, UserEvent
-from worker.core.stores import PartitionStores
 from worker.runtime.metrics import Metrics
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.sink import Sink
+from worker.runtime.state import KafkaStores
 from worker.serde import Codec, codec_for
 
 FLAG_PROPERTY, VARIANT_PROPERTY = RENAMED_PROPERTIES["flag_key"], RENAMED_PROPERTIES["variant"]
@@ -82,13 +82,13 @@ class Emitter:
             self.count(self.metrics.exposures, project, str(properties.get(FLAG_PROPERTY)),
                        str(properties.get(VARIANT_PROPERTY)))
 
-    def changelog(self, partition: int, stores: PartitionStores) -> None:
-        """The batch's changelog records of one partition, to the changelog partition of its number."""
-        encode = self.codecs["state"].encode
-        for key, record in stores.state_records():
-            self.sink.send(self.topics.state, key.encode(), encode(record), partition)
-        for key, first_seen in stores.dedupe.pending().items():
-            self.sink.send(self.topics.dedupe, key.encode(), str(first_seen).encode(), partition)
+    def changelog(self, partition: int, stores: KafkaStores) -> None:
+        """The batch's changelog records of one partition, to the changelog partition of its number;
+        the producer reports their offsets, which the store's checkpoint records at commit."""
+        for key, record in stores.state_changelog():
+            self.sink.send(self.topics.state, key.encode(), record, partition, track=True)
+        for key, first_seen in stores.pending_dedupe.items():
+            self.sink.send(self.topics.dedupe, key.encode(), str(first_seen).encode(), partition, track=True)
 
     def admissions(self, registry: ExperimentRegistry) -> None:
         for project, name, admitted_at in registry.pending():

@@ -73,7 +73,13 @@ class Metrics:
         self.batch_seconds = histogram("processing_seconds", "Time to process one consumed batch", LATENCY_BUCKETS)
         self.rebalances = counter("rebalances_total", "Rebalance callbacks", ("kind",))
         self.restore_records = counter("restore_records_total", "Changelog records read during restore", ("topic",))
+        self.store_rebuilds = counter("store_rebuilds_total", "Local stores thrown away and rebuilt from the "
+                                      "changelogs, by why: unreadable, beyond_end, below_low", ("reason",))
         self.restore_seconds = histogram("restore_seconds", "Time to restore one partition", RESTORE_BUCKETS)
+        self.restore_target_records = gauge("restore_target_records", "Changelog records a restore under way "
+                                            "reads, about (markers included)", ("partition",))
+        self.restore_done_records = gauge("restore_done_records", "Changelog records a restore under way has read",
+                                          ("partition",))
         self.restoring_partitions = gauge("restoring_partitions", "Partitions whose restore is under way",
                                           mode="livesum")
         self.users_in_state = gauge("users_in_state", "Users held in memory", ("partition",), mode="livesum")

@@ -6,7 +6,10 @@ changelogs; the partitions already owned keep flowing meanwhile. When a restore 
 installs the stores, merges the experiment names found into the registry, resumes the partition
 and seeks it to its committed offset (explicitly: a pause right after assignment may drop the
 start offset, librdkafka#2190). A partition revoked or lost mid-restore is simply forgotten: its
-thread finishes and nobody installs it.
+restore stops at its next write, and nobody installs it.
+
+The stores themselves (worker.runtime.state) live in memory or on local disk (local_state.py); a
+store on disk is opened with its checkpoint checked against the changelogs before it is trusted.
 """
 
 from __future__ import annotations
@@ -21,30 +24,50 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from worker.core.limit import ExperimentRegistry
-from worker.core.stores import PartitionStores
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
+from worker.runtime.local_state import StoreFactory
 from worker.runtime.metrics import Metrics
-from worker.runtime.restore import RestoreResult, restore_partition
+from worker.runtime.restore import RestoreResult, ends, restore_partition, unusable_checkpoint
 from worker.runtime.settings import WorkerSettings
-from worker.serde import Codec, codec_for
+from worker.runtime.state import KafkaStores, StateCache
+from worker.serde import codec_for
 
 log = logging.getLogger(__name__)
 
 
+class Cancelled(Exception):
+    """The partition went while it restored: the restore stops at its next write."""
+
+
 class Restoring:
-    """One partition's restore, in a thread of its own; the loop installs it when `done` is set."""
+    """One partition's restore, in a thread of its own; the loop installs it when `done` is set.
+    Whoever comes last of the thread and a drop closes the stores of a dropped partition."""
 
     def __init__(self, partition: int, limit: int) -> None:
         self.partition = partition
-        self.stores = PartitionStores()
+        self.stores: KafkaStores | None = None
         self.names = ExperimentRegistry(limit)  # experiment names found in the state, merged when installed
         self.done = threading.Event()
+        self.dropped = False
+        self.lock = threading.Lock()
         self.result: RestoreResult | None = None
         self.error: BaseException | None = None
 
+    def finish(self) -> None:
+        with self.lock:
+            self.done.set()
+            if self.dropped and self.stores is not None:
+                self.stores.close()
 
-Restorer = Callable[[WorkerSettings, Clients, int, PartitionStores, ExperimentRegistry, Codec], RestoreResult]
+    def drop(self) -> None:
+        with self.lock:
+            self.dropped = True
+            if self.done.is_set() and self.stores is not None:
+                self.stores.close()
+
+
+Restorer = Callable[..., RestoreResult]
 
 
 class PartitionManager:
@@ -53,9 +76,11 @@ class PartitionManager:
         self.settings, self.clients, self.metrics, self.registry = settings, clients, metrics, registry
         self.restorer = restorer
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
-        self.stores: dict[int, PartitionStores] = {}
+        self.stores: dict[int, KafkaStores] = {}
         self.restorations: dict[int, Restoring] = {}
-        self.state_codec = codec_for("state", settings.formats.get("state", "json"))
+        codec = codec_for("state", settings.formats.get("state", "json"))
+        self.factory = StoreFactory(settings, codec, StateCache(settings.state_cache_bytes),
+                                    lambda reason: metrics.store_rebuilds.labels(reason).inc())
 
     @property
     def restoring(self) -> bool:
@@ -74,14 +99,39 @@ class PartitionManager:
         self.report()
 
     def restore(self, job: Restoring) -> None:
-        """Thread body: read the partition's changelogs into the job's own stores and registry."""
+        """Thread body: open the partition's stores, distrust a bad checkpoint, read the changelogs."""
         try:
+            job.stores = self.open_trusted(job.partition)
             job.result = self.restorer(self.settings, self.clients, job.partition, job.stores, job.names,
-                                       self.state_codec)
+                                       lambda done, total: self.progress(job, done, total))
+        except Cancelled:
+            log.info("partition %d went while it restored: its restore stopped", job.partition)
         except BaseException as exc:  # raised in the loop by install_restored
             job.error = exc
         finally:
-            job.done.set()
+            job.finish()
+
+    def open_trusted(self, partition: int) -> KafkaStores:
+        """The partition's store, trusted only when its checkpoint lies inside both changelogs."""
+        stores = self.factory.open_usable(partition)
+        if stores.trusted is None:
+            return stores
+        admin = self.clients.admin()
+        topics = self.settings.topics
+        state = ends(admin, TopicPartition(topics.state, partition))
+        dedupe = ends(admin, TopicPartition(topics.dedupe, partition))
+        reason = unusable_checkpoint(stores.trusted, state, dedupe)
+        if reason is not None:
+            return self.factory.rebuild(stores, reason, f"checkpoint {stores.trusted} against the changelogs' "
+                                                        f"(low, stable, high) {state} and {dedupe}")
+        return stores
+
+    def progress(self, job: Restoring, done: int, total: int) -> None:
+        if job.dropped:
+            raise Cancelled
+        label = str(job.partition)
+        self.metrics.restore_target_records.labels(label).set(total)
+        self.metrics.restore_done_records.labels(label).set(done)
 
     def install_restored(self, consumer: Consumer) -> None:
         """Install finished restores: stores in, names merged, partition resumed at its committed offset."""
@@ -97,6 +147,7 @@ class PartitionManager:
                 log.warning("partition %d restored, but its committed offset is unknown (%s); retrying", partition, exc)
                 continue
             del self.restorations[partition]
+            assert job.stores is not None
             self.stores[partition] = job.stores
             self.registry.merge(job.names)
             consumer.resume([tp])
@@ -110,16 +161,23 @@ class PartitionManager:
         self.metrics.restore_seconds.observe(result.seconds)
         self.metrics.restore_records.labels(self.settings.topics.state).inc(result.state_records)
         self.metrics.restore_records.labels(self.settings.topics.dedupe).inc(result.dedupe_records)
-        log.info("restored partition %d: %d state and %d dedupe records in %.2f s; resuming at offset %d",
-                 job.partition, result.state_records, result.dedupe_records, result.seconds, committed)
+        log.info("restored partition %d: %d state and %d dedupe records in %.2f s (%s); resuming at offset %d",
+                 job.partition, result.state_records, result.dedupe_records, result.seconds,
+                 "the tail after its checkpoint" if result.from_checkpoint else "from the beginning", committed)
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget revoked or lost partitions, their stores, restores and metric series."""
         for tp in partitions:
             if tp.topic == self.keyed_topic:
-                self.stores.pop(tp.partition, None)
-                self.restorations.pop(tp.partition, None)
-                remove_series(self.metrics.users_in_state, str(tp.partition))
+                stores = self.stores.pop(tp.partition, None)
+                if stores is not None:
+                    stores.close()
+                job = self.restorations.pop(tp.partition, None)
+                if job is not None:
+                    job.drop()
+                for family in (self.metrics.users_in_state, self.metrics.restore_target_records,
+                               self.metrics.restore_done_records):
+                    remove_series(family, str(tp.partition))
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
         self.report()
 
@@ -127,19 +185,28 @@ class PartitionManager:
         self.metrics.restoring_partitions.set(len(self.restorations))
         self.metrics.ready.set(0 if self.restorations else 1)
 
-    def commit(self) -> None:
+    def commit(self, delivered: dict[tuple[str, int], int], next_offsets: dict[tuple[str, int], int]) -> None:
+        """The batch committed: each store takes its writes, with the changelog offsets the producer
+        reported (the next offset after each partition's last record) and the batch's input offset."""
+        topics = self.settings.topics
         for partition, stores in self.stores.items():
-            stores.commit()
-            self.metrics.users_in_state.labels(str(partition)).set(len(stores.state))
+            stores.commit(delivered.get((topics.state, partition)), delivered.get((topics.dedupe, partition)),
+                          next_offsets.get((self.keyed_topic, partition)))
+            self.metrics.users_in_state.labels(str(partition)).set(stores.users)
 
     def rollback(self) -> None:
         for stores in self.stores.values():
             stores.rollback()
 
     def prune(self, horizon_ms: int) -> int:
-        """Forget dedupe entries first seen before `horizon_ms`: memory stays bounded by the window."""
-        return sum(len(stores.dedupe.prune(lambda first_seen: first_seen >= horizon_ms))
-                   for stores in self.stores.values())
+        """Forget dedupe entries first seen before `horizon_ms`: the store stays bounded by the window."""
+        return sum(stores.expire(horizon_ms) for stores in self.stores.values())
+
+    def close(self) -> None:
+        for stores in self.stores.values():
+            stores.close()
+        for job in self.restorations.values():
+            job.drop()
 
 
 def remove_series(family: Any, *labels: str) -> None:

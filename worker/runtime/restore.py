@@ -1,5 +1,10 @@
-"""Restore a by-user partition's stores from its changelogs (SPEC §1): the user-state and dedupe
-partitions with the same number, read_committed, to the end.
+"""Bring a by-user partition's stores up to its changelogs (SPEC §1): the user-state and dedupe
+partitions with the same number, read_committed, from the store's checkpoint to the end.
+
+A store with a usable checkpoint reads only the tail written after it; one without (new, memory,
+or distrusted by `unusable_checkpoint`) reads from the beginning. Records are copied as bytes and
+written in batches with the offsets read so far, so a restore cut off half-way resumes where it
+got to.
 
 "The end" is subtle with transactions: a read_committed reader stops at the last stable offset,
 which an unfinished transaction of the previous owner holds back. If that transaction then
@@ -11,23 +16,34 @@ to it. A crashed owner's transaction therefore delays the restore until the brok
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from worker.core.limit import ExperimentRegistry
-from worker.core.stores import PartitionStores, restore_user
+from worker.core.identity import project_of
+from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import Clients, reader_config
 from worker.runtime.settings import WorkerSettings
-from worker.serde import Codec
+from worker.runtime.state import KafkaStores, StoreCheckpoint
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
+FLUSH_EVERY = 20_000  # records per store write while restoring
+MARKER = EXPERIMENT_PREFIX.encode()
+Progress = Callable[[int, int], None]  # (records read, records to read), as the restore goes
 
 
 @dataclass(slots=True)
@@ -36,6 +52,7 @@ class RestoreResult:
     state_records: int = 0
     dedupe_records: int = 0
     seconds: float = 0.0
+    from_checkpoint: bool = False
 
 
 def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
@@ -43,136 +60,184 @@ def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
     return Consumer(reader_config(settings, purpose))
 
 
-def stable_end(admin: AdminClient, tp: TopicPartition) -> int | None:
-    """The end offset when no transaction is open on the partition, else None."""
-    stable, high = ends(admin, tp)
-    return stable if stable == high else None
-
-
-def ends(admin: AdminClient, tp: TopicPartition) -> tuple[int, int]:
-    """(last stable offset, high watermark) of a partition."""
+def ends(admin: AdminClient, tp: TopicPartition) -> tuple[int, int, int]:
+    """(low watermark, last stable offset, high watermark) of a partition."""
     query = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
+    earliest = {TopicPartition(tp.topic, tp.partition): OffsetSpec.earliest()}  # type: ignore[no-untyped-call]
+    low = admin.list_offsets(earliest, isolation_level=IsolationLevel.READ_UNCOMMITTED)
     committed = admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED)
     uncommitted = admin.list_offsets(query, isolation_level=IsolationLevel.READ_UNCOMMITTED)
-    return int(next(iter(committed.values())).result().offset), int(next(iter(uncommitted.values())).result().offset)
+    return tuple(int(next(iter(f.values())).result().offset) for f in (low, committed, uncommitted))  # type: ignore[return-value]
 
 
-def restore_partition(
-    settings: WorkerSettings,
-    clients: Clients,
-    partition: int,
-    stores: PartitionStores,
-    registry: ExperimentRegistry,
-    codec: Codec,
-) -> RestoreResult:
-    """Fill `stores` from partition `partition` of the state and dedupe topics.
+def unusable_checkpoint(checkpoint: StoreCheckpoint, state: tuple[int, int, int],
+                        dedupe: tuple[int, int, int]) -> str | None:
+    """Why a checkpoint cannot be trusted against each changelog's (low watermark, last stable
+    offset, high watermark), or None. Beyond the committed end, the store is ahead of Kafka: the log
+    it was taken on is not this one (recreated, or truncated by an unclean election). Below the low
+    watermark, records it never saw were deleted."""
+    for offset, (low, stable, _) in ((checkpoint.state_offset, state), (checkpoint.dedupe_offset, dedupe)):
+        if offset > stable:
+            return "beyond_end"
+        if offset < low:
+            return "below_low"
+    return None
 
-    A consumer error (a broker restart) starts a new consumer at the positions read so far:
-    librdkafka can keep failing a fetch with FENCED_LEADER_EPOCH after the leader's epoch moved
-    on (librdkafka#4620), and a new consumer asks for fresh metadata.
-    """
-    started = time.monotonic()
-    result = RestoreResult(partition)
-    topics = settings.topics
-    pending = {(topics.state, partition), (topics.dedupe, partition)}
-    positions: dict[tuple[str, int], int] = {}  # next offset to read, per changelog partition
-    admin = clients.admin()
-    consumer = start_reading(clients, pending, positions)
+
+def restore_partition(settings: WorkerSettings, clients: Clients, partition: int, stores: KafkaStores,
+                      registry: ExperimentRegistry, progress: Progress | None = None) -> RestoreResult:
+    """Read the partition's changelogs from the store's checkpoint into `stores` (see the module)."""
+    reading = Reading(settings, clients, partition, stores, registry, progress)
     try:
-        deadline = started + settings.restore_timeout_s
-        reported = started
-        while pending:
-            if time.monotonic() - reported >= PROGRESS_EVERY_S:
-                reported = time.monotonic()
-                seen: dict[tuple[str, int], tuple[int, ...]] = {key: (positions.get(key, 0),) for key in pending}
-                with contextlib.suppress(KafkaException):
-                    seen = {key: (read_to(consumer, key, positions), *ends(admin, TopicPartition(*key)))
-                            for key in pending}
-                log.info("restoring partition %d: %d state and %d dedupe records so far; (read to, stable end, end) "
-                         "of what it waits on: %s", partition, result.state_records, result.dedupe_records, seen)
-            if pending and time.monotonic() > deadline:
-                raise KafkaFatalError(
-                    f"restore of partition {partition} did not reach a stable end in {settings.restore_timeout_s} s "
-                    f"(waiting on {sorted(pending)}; an open transaction of a previous owner?)"
-                )
-            messages = consumer.consume(num_messages=5000, timeout=0.2)
-            failed, idle = None, True
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.fatal():
-                        raise KafkaFatalError(f"restore of partition {partition}: {error}")
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        failed = error
-                    continue
-                idle = False
-                key = (message.topic() or "", message.partition() or 0)
-                positions[key] = (message.offset() or 0) + 1
-                if key[0] == topics.state:
-                    load_state(message.key(), message.value(), stores, registry, codec)
-                    result.state_records += 1
-                else:
-                    load_dedupe(message.key(), message.value(), stores)
-                    result.dedupe_records += 1
-            if failed is not None:
-                log.warning("restoring partition %d: %s; reading on with a new consumer", partition, failed)
-                consumer.close()
-                time.sleep(0.5)
-                consumer = start_reading(clients, pending, positions)
-                continue
-            if idle:  # at the end of what is there: is it the stable end?
-                try:
-                    pending = {key for key in pending if not caught_up(admin, key, read_to(consumer, key, positions))}
-                except KafkaException as exc:  # the broker is away: ask again, until the deadline
-                    if exc.args[0].fatal():
-                        raise
-                    # A new client: an old one can fail ListOffsets with FENCED_LEADER_EPOCH for good
-                    # after a leader change (librdkafka#4620).
-                    log.warning("restoring partition %d: %s; asking again with a new admin client", partition, exc)
-                    time.sleep(0.5)
-                    admin = clients.admin()
+        return reading.run()
     except KafkaException as exc:
         raise KafkaFatalError(f"restore of partition {partition}: {exc}") from exc
     finally:
-        consumer.close()
-    stores.commit()
-    result.seconds = time.monotonic() - started
-    return result
+        reading.consumer.close()
 
 
-def start_reading(clients: Clients, keys: set[tuple[str, int]], positions: dict[tuple[str, int], int]) -> Consumer:
-    consumer = clients.reader("restore")
-    consumer.assign([TopicPartition(t, p, positions.get((t, p), OFFSET_BEGINNING)) for t, p in keys])
-    return consumer
+class Reading:
+    """One restore: its consumer, the positions read so far, the records not yet written."""
 
+    def __init__(self, settings: WorkerSettings, clients: Clients, partition: int, stores: KafkaStores,
+                 registry: ExperimentRegistry, progress: Progress | None) -> None:
+        self.settings, self.clients, self.partition, self.stores = settings, clients, partition, stores
+        self.registry, self.progress = registry, progress
+        self.state_topic, self.dedupe_topic = settings.topics.state, settings.topics.dedupe
+        checkpoint = stores.checkpoint
+        self.positions = {(self.state_topic, partition): checkpoint.state_offset,
+                          (self.dedupe_topic, partition): checkpoint.dedupe_offset}
+        self.result = RestoreResult(partition, from_checkpoint=checkpoint.state_offset + checkpoint.dedupe_offset > 0)
+        self.states: list[tuple[str, bytes | None]] = []
+        self.dedupes: list[tuple[str, int | None]] = []
+        self.names: set[tuple[str, str]] = set()
+        for project, name in stores.names():  # found by the restores before the checkpoint
+            registry.load(project, name)
+        self.admin = clients.admin()
+        self.consumer = self.start_reading()
+        self.total = 0
 
-def read_to(consumer: Consumer, key: tuple[str, int], positions: dict[tuple[str, int], int]) -> int:
-    """The next offset to read: the consumer's position counts the transaction markers after the
-    last record, which a read_committed consumer never returns."""
-    position = consumer.position([TopicPartition(*key)])[0].offset
-    return max(position, positions.get(key, 0))
+    def start_reading(self) -> Consumer:
+        consumer = self.clients.reader("restore")
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self.positions.items()])
+        return consumer
 
+    def run(self) -> RestoreResult:
+        started = reported = time.monotonic()
+        pending = set(self.positions)
+        self.total = self.to_read()
+        while pending:
+            now = time.monotonic()
+            if now - reported >= PROGRESS_EVERY_S:
+                reported = now
+                self.report(pending)
+            if now > started + self.settings.restore_timeout_s:
+                raise KafkaFatalError(
+                    f"restore of partition {self.partition} did not reach a stable end in "
+                    f"{self.settings.restore_timeout_s} s (waiting on {sorted(pending)}; an open transaction of a "
+                    "previous owner?)")
+            if self.read_some():
+                continue
+            self.flush()
+            pending = self.still_pending(pending)
+        self.flush()
+        self.result.seconds = time.monotonic() - started
+        return self.result
 
-def caught_up(admin: AdminClient, key: tuple[str, int], position: int) -> bool:
-    end = stable_end(admin, TopicPartition(*key))
-    if end is None:
-        return False
-    return end == 0 or position >= end
+    def read_some(self) -> bool:
+        """Read what is there; True when it read records (or replaced a failing consumer)."""
+        failed, read = None, False
+        for message in self.consumer.consume(num_messages=5000, timeout=0.2):
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaFatalError(f"restore of partition {self.partition}: {error}")
+                if error.code() != KafkaError._PARTITION_EOF:
+                    failed = error
+                continue
+            read = True
+            self.take(message)
+        if len(self.states) + len(self.dedupes) >= FLUSH_EVERY:
+            self.flush()
+        if failed is not None:
+            # A new consumer at the positions read so far: librdkafka can keep failing a fetch with
+            # FENCED_LEADER_EPOCH after a broker restart (librdkafka#4620); a new one asks again.
+            log.warning("restoring partition %d: %s; reading on with a new consumer", self.partition, failed)
+            self.flush()
+            self.consumer.close()
+            time.sleep(0.5)
+            self.consumer = self.start_reading()
+            return True
+        return read
 
+    def take(self, message: Message) -> None:
+        key = (message.topic() or "", message.partition() or 0)
+        self.positions[key] = (message.offset() or 0) + 1
+        raw_key, value = message.key(), message.value()
+        if raw_key is None:
+            return
+        name = raw_key.decode("utf-8")
+        if key[0] == self.state_topic:
+            self.states.append((name, value))  # a tombstone (None) deletes the user
+            if value is not None and MARKER in value:
+                self.admit_names(name, value)
+            self.result.state_records += 1
+        else:
+            self.dedupes.append((name, None if value is None else int(value)))
+            self.result.dedupe_records += 1
 
-def load_state(
-    key: bytes | None, value: bytes | None, stores: PartitionStores, registry: ExperimentRegistry, codec: Codec
-) -> None:
-    if key is None:
-        return
-    # A tombstone (null value) deletes the user.
-    properties = None if value is None else codec.decode(value)["user_properties"]
-    restore_user(stores, registry, key.decode("utf-8"), properties)
+    def admit_names(self, user_key: str, value: bytes) -> None:
+        """Experiment names in use keep working under the limit (SPEC §6), whatever the registry says."""
+        project = project_of(user_key)
+        for name in self.stores.decode(value)["user_properties"]:
+            if name.startswith(EXPERIMENT_PREFIX):
+                self.registry.load(project, name)
+                self.names.add((project, name))
 
+    def flush(self) -> None:
+        self.stores.restore(self.states, self.dedupes, self.positions[(self.state_topic, self.partition)],
+                            self.positions[(self.dedupe_topic, self.partition)], self.names)
+        self.states, self.dedupes, self.names = [], [], set()
+        if self.progress is not None:
+            self.progress(self.result.state_records + self.result.dedupe_records, self.total)
 
-def load_dedupe(key: bytes | None, value: bytes | None, stores: PartitionStores) -> None:
-    if key is not None:
-        stores.dedupe.load(key.decode("utf-8"), None if value is None else int(value))
+    def still_pending(self, pending: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """At the end of what is there: which changelogs are not at their stable end yet."""
+        try:
+            return {key for key in pending if not self.caught_up(key)}
+        except KafkaException as exc:  # the broker is away: ask again, until the deadline
+            if exc.args[0].fatal():
+                raise
+            # A new client: an old one can fail ListOffsets with FENCED_LEADER_EPOCH for good
+            # after a leader change (librdkafka#4620).
+            log.warning("restoring partition %d: %s; asking again with a new admin client", self.partition, exc)
+            time.sleep(0.5)
+            self.admin = self.clients.admin()
+            return pending
+
+    def caught_up(self, key: tuple[str, int]) -> bool:
+        _, stable, high = ends(self.admin, TopicPartition(*key))
+        return stable == high and (high == 0 or self.read_to(key) >= high)
+
+    def read_to(self, key: tuple[str, int]) -> int:
+        """The next offset to read: the consumer's position counts the transaction markers after the
+        last record, which a read_committed consumer never returns."""
+        position = self.consumer.position([TopicPartition(*key)])[0].offset
+        return max(position, self.positions[key])
+
+    def to_read(self) -> int:
+        """About how many records the restore reads (high watermark minus start, markers included)."""
+        try:
+            return sum(max(0, ends(self.admin, TopicPartition(*key))[2] - start)
+                       for key, start in self.positions.items())
+        except KafkaException:
+            return 0
+
+    def report(self, pending: set[tuple[str, int]]) -> None:
+        done = self.result.state_records + self.result.dedupe_records
+        log.info("restoring partition %d: %d of about %d records read (%d state, %d dedupe); waiting on %s",
+                 self.partition, done, self.total, self.result.state_records, self.result.dedupe_records,
+                 sorted(pending))
 
 
 class RegistryFollower:
@@ -212,3 +277,4 @@ class RegistryFollower:
 
     def close(self) -> None:
         self.consumer.close()
+

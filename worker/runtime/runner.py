@@ -180,6 +180,7 @@ class Worker:
             self.sink.close(self.settings.shutdown_timeout_s)
         if self.follower is not None:
             self.follower.close()
+        self.partitions.close()  # releases each store's directory
 
     def report_lag(self) -> None:
         """Messages between each assigned partition's position and its high watermark (cached)."""
@@ -277,8 +278,9 @@ class Worker:
             if not sink.commit(self.checkpoint.offsets(), consumer.consumer_group_metadata(), consumer.commit):
                 self.rollback()
                 return False
-        # 3. the stores take the batch's writes, now that Kafka holds them; 4. the batch's counts
-        self.partitions.commit()
+        # 3. the stores take the batch's writes, now that Kafka holds them, with the changelog offsets
+        # they reach and the input offset they belong to; 4. the batch's counts
+        self.partitions.commit(sink.take_delivered(), self.checkpoint.next)
         self.pipeline.registry.commit()
         emitter.committed()
         self.checkpoint = Checkpoint()

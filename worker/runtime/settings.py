@@ -45,6 +45,14 @@ class GroupProtocol(StrEnum):
 GROUP_SIDE_KAFKA_KEYS = {"session.timeout.ms": "session_timeout_ms", "heartbeat.interval.ms": "heartbeat_interval_ms"}
 
 
+class StateStore(StrEnum):
+    # RocksDB per partition under state_dir: memory bounded by state_cache_bytes, and a restart reads
+    # only the changelogs' tail. The default for `run`.
+    DISK = "disk"
+    # Everything in the process (as changelog bytes): no disk, a full restore on every start.
+    MEMORY = "memory"
+
+
 class Format(StrEnum):
     JSON = "json"
     AVRO = "avro"
@@ -109,6 +117,12 @@ class WorkerSettings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     restore_timeout_s: float = Field(default=300.0, gt=0)
+    # Where and how partitions keep their state (worker/runtime/local_state.py).
+    state_store: StateStore = StateStore.DISK
+    state_dir: Path = Path("experiment-worker-state")
+    # The decoded users held in memory, in front of the store (estimated bytes, shared by a process's
+    # partitions).
+    state_cache_bytes: int = Field(default=256 * 2**20, ge=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     formats: dict[str, Format] = Field(default_factory=dict)
     kafka: dict[str, str] = Field(default_factory=dict)

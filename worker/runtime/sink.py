@@ -26,22 +26,27 @@ class ProduceFailed(Exception):
 
 
 class Sink:
-    __slots__ = ("_delivery_error", "clients", "exactly_once", "in_transaction", "produced", "producer")
+    __slots__ = ("_delivery_error", "clients", "delivered", "exactly_once", "in_transaction", "produced", "producer")
 
     def __init__(self, clients: Clients, exactly_once: bool) -> None:
         self.clients, self.exactly_once = clients, exactly_once
         self.producer: Producer = clients.producer()
         self.in_transaction = False
         self.produced: dict[str, int] = {}  # records written this batch, per topic
+        # Per changelog partition, the offset after the last record of this batch the broker took.
+        self.delivered: dict[tuple[str, int], int] = {}
         self._delivery_error: KafkaError | None = None
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1,
-             headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+             headers: list[tuple[str, str | bytes | None]] | None = None, track: bool = False) -> None:
+        """`track`: note the record's offset (changelogs, for the store's checkpoint)."""
         if not self.in_transaction:
             self.begin()
         while True:
             try:
-                if self.exactly_once:  # a transaction's commit already fails on any failed delivery
+                if track:
+                    self.producer.produce(topic, value, key, partition, on_delivery=self.on_tracked, headers=headers)
+                elif self.exactly_once:  # a transaction's commit already fails on any failed delivery
                     self.producer.produce(topic, value, key, partition, headers=headers)
                 else:
                     self.producer.produce(topic, value, key, partition, on_delivery=self.on_delivery,
@@ -69,6 +74,7 @@ class Sink:
             offsets, commit_offsets)
         if committed:
             self.in_transaction = False
+            self.producer.poll(0)  # delivery reports not served yet: the checkpoint wants their offsets
         return committed
 
     def commit_transaction(self, offsets: list[TopicPartition], group: Any) -> bool:
@@ -121,6 +127,11 @@ class Sink:
             self.producer = self.clients.producer()
         self.in_transaction = False
         self.produced = {}
+        self.delivered = {}
+
+    def take_delivered(self) -> dict[tuple[str, int], int]:
+        delivered, self.delivered = self.delivered, {}
+        return delivered
 
     def take_produced(self) -> dict[str, int]:
         produced, self.produced = self.produced, {}
@@ -129,6 +140,15 @@ class Sink:
     def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None and self._delivery_error is None:
             self._delivery_error = error
+
+    def on_tracked(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.on_delivery(error, message)
+            return
+        key = (message.topic() or "", message.partition() or 0)
+        after = (message.offset() or 0) + 1
+        if after > self.delivered.get(key, 0):
+            self.delivered[key] = after
 
     def close(self, timeout_s: float) -> None:
         self.producer.flush(timeout_s)
