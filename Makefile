@@ -106,7 +106,7 @@ prometheus: setup tools
 	$(BIN)/python -m dev.prometheus --target 127.0.0.1:9108 --rules deploy/prometheus/alerts.yml
 
 # The long form of tests/integration/test_chaos.py, on a broker of its own (it restarts it).
-CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --leaves 6 \
+CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --restore-kills 5 --wipes 3 --leaves 6 \
 	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --finish-timeout-s 600
 chaos: build jars
 	$(BIN)/python -m dev.chaos $(CHAOS_FLAGS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from dev.verify import (
 from dev.workers import Instance, settings_for, worker_command
 from worker.runtime.topics import admin_client, create_topics
 
-ACTIONS = ("kill", "leave", "join", "zombie", "broker-term", "broker-kill")
+ACTIONS = ("kill", "restore-kill", "wipe", "leave", "join", "zombie", "broker-term", "broker-kill")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ChaosPlan:
     instances: int = 3
     partitions: int = 6
     kills: int = 4
+    restore_kills: int = 1  # SIGKILL again right after a restart: in the middle of its restore
+    wipes: int = 1  # SIGKILL, its state_dir removed, restarted: a full restore from the changelogs
     leaves: int = 1  # SIGTERM: a clean leave, joined again later
     zombies: int = 1
     broker_sigterms: int = 0
@@ -64,7 +67,8 @@ class ChaosPlan:
 
     def schedule(self) -> list[tuple[float, str]]:
         """(seconds from the start, action), spread over the run with a seeded jitter."""
-        actions = (["kill"] * self.kills + ["leave"] * self.leaves + ["zombie"] * self.zombies
+        actions = (["kill"] * self.kills + ["restore-kill"] * self.restore_kills + ["wipe"] * self.wipes
+                   + ["leave"] * self.leaves + ["zombie"] * self.zombies
                    + ["broker-term"] * self.broker_sigterms + ["broker-kill"] * self.broker_sigkills)
         chance = random.Random(self.seed)
         chance.shuffle(actions)
@@ -77,6 +81,8 @@ class Tally:
     """What happened and what was checked; `ok` when nothing was lost, duplicated or wrong."""
 
     kills: int = 0
+    restore_kills: int = 0
+    wipes: int = 0
     leaves: int = 0
     joins: int = 0
     zombies: int = 0
@@ -135,6 +141,10 @@ class Chaos:
             time.sleep(self.chance.uniform(0.0, 2.0))
             victim.start()
             self.say(f"SIGKILL {victim.name}, restarted")
+        elif action == "restore-kill" and running:
+            self.kill_restoring(self.chance.choice(running))
+        elif action == "wipe" and running:
+            self.wipe(self.chance.choice(running))
         elif action == "leave" and len(running) > 1:
             leaver = self.chance.choice(running)
             code = leaver.leave()
@@ -155,6 +165,26 @@ class Chaos:
             instance.start()
             self.tally.joins += 1
             self.say(f"{instance.name} joined")
+
+    def kill_restoring(self, victim: Instance) -> None:
+        """SIGKILL, restart, and SIGKILL again while it restores (its stores half written), restart."""
+        victim.kill()
+        victim.start()
+        time.sleep(self.chance.uniform(0.5, 2.0))  # started, joined, restoring
+        victim.kill()
+        self.tally.kills += 2
+        self.tally.restore_kills += 1
+        victim.start()
+        self.say(f"SIGKILL {victim.name}, restarted, SIGKILL again while it restored, restarted")
+
+    def wipe(self, victim: Instance) -> None:
+        """SIGKILL, remove the instance's state_dir (a lost volume), restart: it restores in full."""
+        victim.kill()
+        self.tally.kills += 1
+        shutil.rmtree(self.settings.state_dir / self.settings.group_id / victim.name, ignore_errors=True)
+        self.tally.wipes += 1
+        victim.start()
+        self.say(f"SIGKILL {victim.name}, its state_dir wiped, restarted")
 
     def zombie(self, instance: Instance) -> None:
         """Freeze an instance until its session expires and its partitions move, then let it run
@@ -257,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                                "ok": tally.ok, "logs": str(workdir)}
     results.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     restarts = tally.broker_restarts
-    print(f"\n{tally.kills} SIGKILLs, {tally.leaves} leaves, {tally.joins} joins, {tally.zombies} zombies, "
+    print(f"\n{tally.kills} SIGKILLs ({tally.restore_kills} in a restore, {tally.wipes} with state_dir wiped), "
+          f"{tally.leaves} leaves, {tally.joins} joins, {tally.zombies} zombies, "
           f"{restarts['SIGTERM']} broker SIGTERMs, {restarts['SIGKILL']} broker SIGKILLs in {tally.seconds:.0f} s")
     print(f"{tally.raw_records:,} raw records; {tally.records_checked:,} output records and states checked: "
           f"{tally.lost} lost, {tally.duplicated} duplicated, {tally.wrong} wrong; {len(tally.crashes)} crashes")

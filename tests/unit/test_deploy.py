@@ -77,7 +77,7 @@ def test_alert_rules_cover_the_operations_runbook() -> None:
     rules = [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
     names = {rule["alert"] for rule in rules}
     assert names >= {"ExperimentWorkerDown", "ExperimentWorkerConsumerLagGrowing", "ExperimentWorkerDlqRatioHigh",
-                     "ExperimentWorkerRestoreStuck", "ExperimentWorkerNoCommits"}
+                     "ExperimentWorkerRestoreStuck", "ExperimentWorkerRestoreStalled", "ExperimentWorkerNoCommits"}
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
@@ -144,7 +144,7 @@ def test_manifests_validate_against_the_kubernetes_schemas() -> None:
     for document in manifests():
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         kinds.add(document["kind"])
-    assert kinds == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Job"}
+    assert kinds == {"ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "Job"}
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -162,12 +162,12 @@ def test_configmap_holds_only_valid_settings(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def worker_container() -> dict[str, Any]:
-    [container] = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    [container] = by_kind("StatefulSet")["spec"]["template"]["spec"]["containers"]
     return container
 
 
 def test_deployment_probes_and_shutdown() -> None:
-    deployment = by_kind("Deployment")
+    deployment = by_kind("StatefulSet")
     pod = deployment["spec"]["template"]["spec"]
     container = worker_container()
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -181,6 +181,16 @@ def test_deployment_probes_and_shutdown() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
+def test_the_state_dir_lives_on_the_pods_own_volume() -> None:
+    statefulset = by_kind("StatefulSet")
+    state_dir = by_kind("ConfigMap")["data"][f"{ENV_PREFIX}STATE_DIR"]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    [mount] = [m for m in worker_container()["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert Path(mount["mountPath"]) in Path(state_dir).parents
+    assert by_kind("ConfigMap")["data"][f"{ENV_PREFIX}STATE_STORE"] == "disk"
+    assert statefulset["spec"]["serviceName"] == by_kind("Service")["metadata"]["name"]
+
+
 def test_deployment_takes_settings_from_the_configmap_and_the_pod_name() -> None:
     container = worker_container()
     sources = [source["configMapRef"]["name"] for source in container["envFrom"] if "configMapRef" in source]
@@ -190,10 +200,10 @@ def test_deployment_takes_settings_from_the_configmap_and_the_pod_name() -> None
 
 
 def test_service_pdb_and_deployment_select_the_worker_pods() -> None:
-    labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    labels = by_kind("StatefulSet")["spec"]["template"]["metadata"]["labels"]
     for kind, selector in (("Service", by_kind("Service")["spec"]["selector"]),
                            ("PodDisruptionBudget", by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]),
-                           ("Deployment", by_kind("Deployment")["spec"]["selector"]["matchLabels"])):
+                           ("StatefulSet", by_kind("StatefulSet")["spec"]["selector"]["matchLabels"])):
         assert selector.items() <= labels.items(), kind
     port = int(by_kind("ConfigMap")["data"]["EXPERIMENT_WORKER_METRICS_PORT"])
     assert [p["containerPort"] for p in worker_container()["ports"] if p["name"] == "metrics"] == [port]

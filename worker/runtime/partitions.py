@@ -153,6 +153,7 @@ class PartitionManager:
             consumer.resume([tp])
             consumer.seek(TopicPartition(tp.topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
             self.observe(job, committed)
+            self.forget_progress(partition)  # done: a finished restore must not look stalled
         self.report()
 
     def observe(self, job: Restoring, committed: int) -> None:
@@ -175,11 +176,14 @@ class PartitionManager:
                 job = self.restorations.pop(tp.partition, None)
                 if job is not None:
                     job.drop()
-                for family in (self.metrics.users_in_state, self.metrics.restore_target_records,
-                               self.metrics.restore_done_records):
-                    remove_series(family, str(tp.partition))
+                remove_series(self.metrics.users_in_state, str(tp.partition))
+                self.forget_progress(tp.partition)
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
         self.report()
+
+    def forget_progress(self, partition: int) -> None:
+        for family in (self.metrics.restore_target_records, self.metrics.restore_done_records):
+            remove_series(family, str(partition))
 
     def report(self) -> None:
         self.metrics.restoring_partitions.set(len(self.restorations))
