@@ -32,6 +32,7 @@ COMPILED = [
     "worker/offline.py",
     "worker/runtime/checkpoint.py",
     "worker/runtime/emitter.py",
+    "worker/runtime/intake.py",
     "worker/runtime/runner.py",
     "worker/runtime/sink.py",
 ]

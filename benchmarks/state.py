@@ -1,7 +1,17 @@
-"""Restore rate and memory per user: a compacted user-state topic of N users × 10 properties is
-restored, partition by partition in parallel threads as the worker does on assignment, by a fresh
-child process (`python -m benchmarks.state --child ...`), which reports records/s, its RSS before
-and after (bytes of state per user) and its peak RSS."""
+"""Restore rate, memory per user, and a restart from the stores on disk: a compacted user-state
+topic of N users × 10 properties is restored, partition by partition in parallel threads as the
+worker does on assignment (worker.runtime.partitions), by fresh child processes
+(`python -m benchmarks.state --child ...`):
+
+- `memory`: the whole topic into memory stores; records/s, RSS before and after (bytes/user);
+- `disk`: the whole topic into RocksDB stores under a fresh state_dir; records/s, RSS;
+- `restart`: the same state_dir again, as an instance restarted under its id finds it: stores
+  opened, checkpoints checked against the changelogs, only the tail read; `restart_ready_s` is the
+  time from the first store opened to every partition ready.
+
+`python -m benchmarks.state --users 10000000 --bootstrap HOST:PORT` measures one size on its own
+(the 10M-user RSS figure of the README; not part of the default `make bench`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +19,13 @@ import argparse
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +34,7 @@ from confluent_kafka import Producer
 from dev.loadgen import CITIES, PLANS
 from worker.core.limit import ExperimentRegistry
 from worker.core.records import state_record
-from worker.core.stores import PartitionStores
-from worker.runtime.restore import restore_partition
-from worker.runtime.settings import WorkerSettings
+from worker.runtime.settings import StateStore, WorkerSettings
 from worker.runtime.topics import admin_client
 from worker.serde import codec_for
 
@@ -69,54 +80,100 @@ def rss_bytes() -> int:
 
 
 def child(settings: WorkerSettings) -> dict[str, Any]:
-    """In a fresh process: restore every partition in parallel threads; figures as JSON."""
+    """In a fresh process: restore every partition in parallel threads, the worker's way; figures as JSON."""
     import gc
+
+    from prometheus_client import CollectorRegistry
+
+    from worker.runtime.clients import KafkaClients
+    from worker.runtime.metrics import Metrics
+    from worker.runtime.partitions import PartitionManager, Restoring
 
     gc.collect()
     before = rss_bytes()
-    admin = admin_client(settings)
-    codec = codec_for("state", settings.formats.get("state", "json"))
-    stores = {p: PartitionStores() for p in range(settings.partitions)}
-    registry = ExperimentRegistry(1000)
-    results: dict[int, Any] = {}
+    manager = PartitionManager(settings, KafkaClients(settings), Metrics(CollectorRegistry()),
+                               ExperimentRegistry(settings.experiment_property_limit))
+    jobs = [Restoring(p, settings.experiment_property_limit) for p in range(settings.partitions)]
     started = time.monotonic()
-    threads = [threading.Thread(target=lambda p=p: results.__setitem__(
-        p, restore_partition(settings, admin, p, stores[p], registry, codec))) for p in range(settings.partitions)]
+    threads = [threading.Thread(target=manager.restore, args=(job,)) for job in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.monotonic() - started
+    errors = [str(job.error) for job in jobs if job.error is not None]
+    if errors:
+        raise RuntimeError("; ".join(errors))
     gc.collect()
     after = rss_bytes()
-    users = sum(len(s.state) for s in stores.values())
-    records = sum(r.state_records + r.dedupe_records for r in results.values())
-    return {"users": users, "records": records, "seconds": seconds, "records_per_s": records / seconds,
-            "rss_before": before, "rss_after": after, "state_bytes_per_user": (after - before) / max(users, 1),
+    users = sum(job.stores.users for job in jobs if job.stores is not None)
+    records = sum(job.result.state_records + job.result.dedupe_records for job in jobs if job.result is not None)
+    from_checkpoint = all(job.result is not None and job.result.from_checkpoint for job in jobs)
+    for job in jobs:
+        if job.stores is not None:
+            job.stores.close()
+    return {"users": users, "records": records, "seconds": seconds, "records_per_s": records / max(seconds, 1e-9),
+            "from_checkpoint": from_checkpoint, "rss_before": before, "rss_after": after,
+            "state_bytes_per_user": (after - before) / max(users, 1),
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
+def run_child(settings: WorkerSettings) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.state", "--child", "--settings", settings.model_dump_json()]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=3600).stdout
+    figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return figures
+
+
 def measure(settings: WorkerSettings, users: int) -> dict[str, Any]:
+    """The memory restore (the headline figures), then the disk restore and the restart from it."""
     from worker.runtime.topics import create_topics
 
     create_topics(admin_client(settings), settings)
     started = time.monotonic()
     topic_bytes = produce_state(settings, users)
     produce_s = time.monotonic() - started
-    command = [sys.executable, "-m", "benchmarks.state", "--child", "--settings", settings.model_dump_json()]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800).stdout
-    figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    figures.update({"topic_bytes_per_user": topic_bytes / users, "produce_s": produce_s})
+    figures = run_child(settings.model_copy(update={"state_store": StateStore.MEMORY}))
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
+    try:
+        on_disk = settings.model_copy(update={"state_store": StateStore.DISK, "state_dir": state_dir})
+        disk = run_child(on_disk)
+        restart = run_child(on_disk)
+        disk_bytes = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    figures.update({"topic_bytes_per_user": topic_bytes / users, "produce_s": produce_s,
+                    "disk": disk, "restart": restart, "restart_ready_s": restart["seconds"],
+                    "disk_bytes_per_user": disk_bytes / max(users, 1)})
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", action="store_true")
-    parser.add_argument("--settings", required=True)
+    parser.add_argument("--settings", help="the child's settings (JSON)")
+    parser.add_argument("--users", type=int, default=10_000_000, help="standalone: users to write and restore")
+    parser.add_argument("--bootstrap", help="standalone: the broker")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--store", choices=["memory", "disk"], default="disk")
     args = parser.parse_args()
-    settings = WorkerSettings.model_validate_json(args.settings)
-    print(json.dumps(child(settings)))
+    if args.child:
+        print(json.dumps(child(WorkerSettings.model_validate_json(args.settings))))
+        return
+    from dev.workers import settings_for
+
+    settings = settings_for(args.bootstrap, f"state{uuid.uuid4().hex[:6]}", partitions=args.partitions,
+                            state_store=args.store)
+    from worker.runtime.topics import create_topics
+
+    create_topics(admin_client(settings), settings)
+    started = time.monotonic()
+    produce_state(settings, args.users)
+    print(f"wrote {args.users:,} users in {time.monotonic() - started:.0f} s", flush=True)
+    figures = run_child(settings)
+    print(json.dumps(figures, indent=2))
+    print(f"{args.store}: {figures['users']:,} users restored at {figures['records_per_s']:,.0f} records/s; "
+          f"RSS {figures['rss_after'] / 2**30:.2f} GiB after, peak {figures['peak_rss'] / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from dev.loadgen import RawRecord, encode_line
 from worker.core.config import CoreConfig
 from worker.offline import process_file
+from worker.runtime.intake import coordinates, message_headers
 from worker.runtime.ops import scan
-from worker.runtime.runner import coordinates, message_headers
 from worker.runtime.settings import WorkerSettings
 from worker.serde import codec_for
 

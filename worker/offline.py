@@ -19,7 +19,7 @@ import orjson
 
 from worker.core.config import CoreConfig
 from worker.core.limit import ExperimentRegistry
-from worker.core.pipeline import Outcome, Pipeline
+from worker.core.pipeline import Outcome, Pipeline, Processed
 from worker.core.records import RawMessage
 from worker.core.stores import PartitionStores, restore_user
 from worker.errors import InputFileError
@@ -145,18 +145,7 @@ def process_file(
     ):
         for message in read_messages(input_path, now_ms):
             summary.records += 1
-            processed = pipeline.run(message, stores)
-            for rejected in processed.rejected:
-                summary.dlq[rejected.reason] += 1
-                dlq.write(orjson.dumps(rejected.to_json(), option=LINE))
-            for outcome in processed.outcomes:
-                summary.count(outcome)
-                if outcome.event is not None:
-                    events.write(orjson.dumps(outcome.event, option=LINE))
-                if outcome.delta is not None:
-                    deltas.write(orjson.dumps(outcome.delta, option=LINE))
-                if outcome.dlq is not None:
-                    dlq.write(orjson.dumps(outcome.dlq.to_json(), option=LINE))
+            write_processed(pipeline.run(message, stores), summary, events, deltas, dlq)
             stores.commit()
             pipeline.registry.commit()
             if meter is not None:
@@ -165,6 +154,22 @@ def process_file(
         meter.finish()
     summary.users = write_state(out_dir / "state.jsonl", stores)
     return summary
+
+
+def write_processed(processed: Processed, summary: Summary, events: IO[bytes], deltas: IO[bytes],
+                    dlq: IO[bytes]) -> None:
+    """One raw message's records, in the order the Kafka worker produces them, and its counts."""
+    for rejected in processed.rejected:
+        summary.dlq[rejected.reason] += 1
+        dlq.write(orjson.dumps(rejected.to_json(), option=LINE))
+    for outcome in processed.outcomes:
+        summary.count(outcome)
+        if outcome.event is not None:
+            events.write(orjson.dumps(outcome.event, option=LINE))
+        if outcome.delta is not None:
+            deltas.write(orjson.dumps(outcome.delta, option=LINE))
+        if outcome.dlq is not None:
+            dlq.write(orjson.dumps(outcome.dlq.to_json(), option=LINE))
 
 
 def write_state(path: Path, stores: PartitionStores) -> int:

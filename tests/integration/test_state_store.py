@@ -35,7 +35,9 @@ def stream(seed: int, parts: int) -> list[list[Any]]:
 
 def run_to_end(settings: WorkerSettings, tmp_path: Path, instance: str) -> WorkerThread:
     """A worker (under `instance`) that has processed everything produced so far, then stopped."""
-    wanted = expected_counts(settings, expected_outputs(settings, tmp_path / f"expected-{instance}"))
+    workdir = tmp_path / f"expected-{instance}"
+    workdir.mkdir()
+    wanted = expected_counts(settings, expected_outputs(settings, workdir))
     worker = WorkerThread(settings.model_copy(update={"instance_id": instance})).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
@@ -82,7 +84,7 @@ def test_a_restart_reads_only_the_changelog_tail_written_after_its_checkpoint(ka
     produce_raw(settings, second)
     run_to_end(settings, tmp_path, "i1")  # another instance owns the partitions for a while
     produce_raw(settings, third)
-    expected = expected_outputs(settings, tmp_path / "all")
+    expected = expected_outputs(settings, tmp_path)
     tail = state_records_from(settings, {p: c.state_offset for p, c in at_stop.items() if c is not None})
     total = state_records_from(settings, {})
     assert 0 < tail < total
@@ -104,7 +106,7 @@ def test_a_store_ahead_of_the_committed_changelog_is_rebuilt(kafka_bootstrap: st
     run_to_end(settings, tmp_path, "i0")
     rewrite_checkpoints(settings, {"state_offset": 1000})
     produce_raw(settings, second)
-    expected = expected_outputs(settings, tmp_path / "all")
+    expected = expected_outputs(settings, tmp_path)
     back = WorkerThread(settings).start()
     wait_for_outputs(settings, expected_counts(settings, expected))
     back.stop()
@@ -124,7 +126,7 @@ def test_an_unreadable_store_is_rebuilt(kafka_bootstrap: str, tmp_path: Path) ->
     for partition in range(PARTITIONS):
         (factory.path(partition) / "CURRENT").write_text("MANIFEST-999999\n")  # a manifest that is not there
     produce_raw(settings, second)
-    expected = expected_outputs(settings, tmp_path / "all")
+    expected = expected_outputs(settings, tmp_path)
     back = WorkerThread(settings).start()
     wait_for_outputs(settings, expected_counts(settings, expected))
     back.stop()
@@ -169,7 +171,7 @@ def test_a_worker_stopped_in_the_middle_of_a_restore_lets_its_store_go(kafka_boo
     produce_raw(settings, first)
     run_to_end(settings, tmp_path, "i1")  # the changelogs, written by another instance
     produce_raw(settings, second)
-    expected = expected_outputs(settings, tmp_path / "all")
+    expected = expected_outputs(settings, tmp_path)
     stuck, release = threading.Event(), threading.Event()
 
     def slow(*args: Any) -> Any:

@@ -46,12 +46,13 @@ def test_dlq_records_are_counted_too() -> None:
 
 
 def test_the_schedule_is_seeded_and_holds_every_fault() -> None:
-    plan = ChaosPlan(seed=3, kills=3, leaves=1, zombies=1, broker_sigterms=1, broker_sigkills=1, duration_s=70)
+    faults = {"kills": 3, "restore_kills": 2, "wipes": 1, "leaves": 1, "zombies": 1, "broker_sigterms": 1,
+              "broker_sigkills": 1}
+    plan = ChaosPlan(seed=3, duration_s=70, **faults)
     schedule = plan.schedule()
-    assert schedule == ChaosPlan(seed=3, kills=3, leaves=1, zombies=1, broker_sigterms=1, broker_sigkills=1,
-                                 duration_s=70).schedule()
+    assert schedule == ChaosPlan(seed=3, duration_s=70, **faults).schedule()
     assert sorted(action for _, action in schedule) == sorted(
-        ["kill"] * 3 + ["leave", "zombie", "broker-term", "broker-kill"])
+        ["kill"] * 3 + ["restore-kill"] * 2 + ["wipe", "leave", "zombie", "broker-term", "broker-kill"])
     assert all(0 < at < 70 for at, _ in schedule)
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.support.clock import T0
-from worker.core import reasons, split
+from worker.core import reasons, split, values
 from worker.core.config import CoreConfig
 from worker.core.records import RawMessage
 from worker.core.split import Split, split_message
@@ -487,7 +487,7 @@ def test_a_rejected_event_nested_deeper_than_orjson_encodes_still_gets_a_dlq_rec
 
 def test_deep_encoder_matches_orjson() -> None:
     value = {"a": [1, -2.5, {"b": "é\n\"", "c": []}, {}], "d": None, "e": True, "f": False, "": [[[]]]}
-    assert split.encode_deep(value) == orjson.dumps(value)
+    assert values.encode_deep(value) == orjson.dumps(value)
 
 
 def test_processing_error_while_judging_an_event_costs_only_that_event() -> None:

@@ -20,7 +20,7 @@ from worker.core.experiments import ASSIGNMENT, EXPOSURE, IMPRESSION, exposure_p
 from worker.core.identity import is_project_id, is_usable_id, user_key
 from worker.core.operations import invalid_operation
 from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
-from worker.core.values import DEEP, FINE, LONG, JsonObject, scan, truncate_strings
+from worker.core.values import DEEP, FINE, LONG, JsonObject, encode_unit, scan, truncate_strings
 
 DEFAULT_PROJECT = "default"
 PROJECT_HEADER = "project_id"
@@ -284,37 +284,3 @@ def reject_event(message: RawMessage, envelope: JsonObject, index: int, rejectio
         rejection.reason, rejection.detail, source, message.timestamp_ms, encode_unit(unit),
         message.key, message.headers,
     )
-
-
-def encode_unit(unit: JsonObject) -> bytes:
-    """Compact JSON of a rejected unit. orjson encodes at most 255 levels of nesting but decodes
-    1024, and a rejected event may be that deep, so a deep unit takes a path with no depth limit."""
-    try:
-        return orjson.dumps(unit)
-    except orjson.JSONEncodeError:
-        return encode_deep(unit)
-
-
-def encode_deep(value: Any) -> bytes:
-    """Compact JSON without recursion: containers push their syntax (bytes) and children on a stack."""
-    parts: list[bytes] = []
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is bytes:  # syntax pushed below; decoded JSON never holds bytes
-            parts.append(item)
-        elif type(item) is dict:
-            stack.append(b"}")
-            pairs = list(item.items())
-            for position in range(len(pairs) - 1, -1, -1):
-                key, child = pairs[position]
-                stack.extend((child, orjson.dumps(key) + b":", b"," if position else b""))
-            stack.append(b"{")
-        elif type(item) is list:
-            stack.append(b"]")
-            for position in range(len(item) - 1, -1, -1):
-                stack.extend((item[position], b"," if position else b""))
-            stack.append(b"[")
-        else:
-            parts.append(orjson.dumps(item))
-    return b"".join(parts)

@@ -5,12 +5,14 @@ equality, not Python's: `true` is not `1` and `1` is not `1.0` (SPEC §3), so `=
 
 Depth and truncation (SPEC §2) are judged by one walk, `scan`, that allocates nothing: almost no
 event is too deep or holds a long string, so the copying `truncate_strings` runs only for the few
-that do.
+that do. `encode_unit` writes JSON of any depth (a DLQ unit may be nested past orjson's limit).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+import orjson
 
 JsonObject = dict[str, Any]
 
@@ -87,3 +89,37 @@ def truncate_strings(value: Any, limit: int) -> Any:
     if kind is list:
         return [truncate_strings(item, limit) for item in value]
     return value
+
+
+def encode_unit(unit: JsonObject) -> bytes:
+    """Compact JSON of a rejected unit. orjson encodes at most 255 levels of nesting but decodes
+    1024, and a rejected event may be that deep, so a deep unit takes a path with no depth limit."""
+    try:
+        return orjson.dumps(unit)
+    except orjson.JSONEncodeError:
+        return encode_deep(unit)
+
+
+def encode_deep(value: Any) -> bytes:
+    """Compact JSON without recursion: containers push their syntax (bytes) and children on a stack."""
+    parts: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is bytes:  # syntax pushed below; decoded JSON never holds bytes
+            parts.append(item)
+        elif type(item) is dict:
+            stack.append(b"}")
+            pairs = list(item.items())
+            for position in range(len(pairs) - 1, -1, -1):
+                key, child = pairs[position]
+                stack.extend((child, orjson.dumps(key) + b":", b"," if position else b""))
+            stack.append(b"{")
+        elif type(item) is list:
+            stack.append(b"]")
+            for position in range(len(item) - 1, -1, -1):
+                stack.extend((item[position], b"," if position else b""))
+            stack.append(b"[")
+        else:
+            parts.append(orjson.dumps(item))
+    return b"".join(parts)

@@ -4,7 +4,9 @@ when it started, and the pure rule that says when it is due (arroyo's commit pol
 
 from __future__ import annotations
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from worker.runtime.intake import coordinates
 
 
 def commit_due(now: float, started: float, messages: int, interval_ms: int, every_messages: int) -> bool:
@@ -38,3 +40,25 @@ class Checkpoint:
 
     def is_due(self, now: float, interval_ms: int, every_messages: int) -> bool:
         return commit_due(now, self.started, self.messages, interval_ms, every_messages)
+
+    def rewind(self, consumer: Consumer) -> set[tuple[str, int]]:
+        """After an abort: seek each assigned partition of the batch back to its first offset; the
+        partitions sought."""
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for (topic, partition), offset in self.first.items():
+            if (topic, partition) in assigned:
+                consumer.seek(TopicPartition(topic, partition, offset))
+        return set(self.first)
+
+
+def rewind_unhandled(consumer: Consumer, rest: list[Message], rewound: set[tuple[str, int]]) -> None:
+    """After an abort, seek the partitions of the not yet handled messages that the abort did not
+    rewind (adding them to `rewound`): the consumer is already past them, so they would be skipped."""
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    for message in rest:
+        if message.error() is not None:
+            continue
+        topic, partition, offset = coordinates(message)
+        if (topic, partition) in assigned and (topic, partition) not in rewound:
+            rewound.add((topic, partition))
+            consumer.seek(TopicPartition(topic, partition, offset))

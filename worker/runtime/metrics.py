@@ -50,7 +50,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, max_exposure_series: int = 500) -> None:
         self.registry = registry
         self.catalog: dict[str, Family] = {}
-        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self._exposure_series: set[tuple[str, str, str]] = set()
+        self._max_exposure_series = max_exposure_series
+        counter, gauge = self._counter, self._gauge
         self.messages_in = counter("messages_in_total", "Kafka messages consumed", ("topic",))
         self.records_out = counter("records_out_total", "Records written, by output topic, counted at commit",
                                    ("topic",))
@@ -68,6 +70,11 @@ class Metrics:
             "monthly_tracked_users", "Users with a billable event this UTC month (since start, per instance)",
             ("project",), mode="livesum",  # each user lives on one partition, so processes sum exactly
         )
+        self._runtime_families()
+
+    def _runtime_families(self) -> None:
+        """The shell's own: transactions, commits, rebalances, restores, lag and health."""
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
         self.transactions = counter("transactions_total", "Transactions (or offset commits)", ("outcome",))
         self.commit_seconds = histogram("commit_seconds", "Time to commit a batch", LATENCY_BUCKETS)
         self.batch_seconds = histogram("processing_seconds", "Time to process one consumed batch", LATENCY_BUCKETS)
@@ -82,7 +89,7 @@ class Metrics:
                                           ("partition",))
         self.restoring_partitions = gauge("restoring_partitions", "Partitions whose restore is under way",
                                           mode="livesum")
-        self.users_in_state = gauge("users_in_state", "Users held in memory", ("partition",), mode="livesum")
+        self.users_in_state = gauge("users_in_state", "Users in the partition's store", ("partition",), mode="livesum")
         self.consumer_lag = gauge("consumer_lag", "Messages behind the end of the partition", ("topic", "partition"),
                                   mode="livesum")
         self.last_commit = gauge("last_commit_timestamp_seconds", "Unix time of the last successful commit",
@@ -91,8 +98,6 @@ class Metrics:
                                     "oldest of the processes)", mode="livemin")
         self.ready = gauge("ready", "1 when every assigned partition is restored (of every process)", mode="livemin")
         self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ", mode="livemax")
-        self._exposure_series: set[tuple[str, str, str]] = set()
-        self._max_exposure_series = max_exposure_series
 
     def count_exposure(self, project: str, flag: str, variant: str, amount: int = 1) -> None:
         labels = (project, flag, variant)

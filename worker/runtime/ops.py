@@ -16,8 +16,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from worker.runtime.intake import coordinates, message_headers
 from worker.runtime.restore import restore_consumer
-from worker.runtime.runner import coordinates, message_headers
 from worker.runtime.settings import WorkerSettings
 from worker.serde import codec_for
 

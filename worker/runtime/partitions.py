@@ -181,6 +181,13 @@ class PartitionManager:
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
         self.report()
 
+    def report_lag(self, consumer: Consumer) -> None:
+        """Messages between each assigned partition's position and its high watermark (cached)."""
+        for tp in consumer.position(consumer.assignment()):
+            watermarks = consumer.get_watermark_offsets(tp, cached=True)
+            if watermarks is not None and tp.offset >= 0 and watermarks[1] >= 0:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, watermarks[1] - tp.offset))
+
     def forget_progress(self, partition: int) -> None:
         for family in (self.metrics.restore_target_records, self.metrics.restore_done_records):
             remove_series(family, str(partition))

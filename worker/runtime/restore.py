@@ -105,17 +105,17 @@ class Reading:
         self.registry, self.progress = registry, progress
         self.state_topic, self.dedupe_topic = settings.topics.state, settings.topics.dedupe
         checkpoint = stores.checkpoint
+        self.admin = clients.admin()
         self.positions = {(self.state_topic, partition): checkpoint.state_offset,
                           (self.dedupe_topic, partition): checkpoint.dedupe_offset}
+        self.total = self.start_at_low_watermarks()
         self.result = RestoreResult(partition, from_checkpoint=checkpoint.state_offset + checkpoint.dedupe_offset > 0)
         self.states: list[tuple[str, bytes | None]] = []
         self.dedupes: list[tuple[str, int | None]] = []
         self.names: set[tuple[str, str]] = set()
         for project, name in stores.names():  # found by the restores before the checkpoint
             registry.load(project, name)
-        self.admin = clients.admin()
         self.consumer = self.start_reading()
-        self.total = 0
 
     def start_reading(self) -> Consumer:
         consumer = self.clients.reader("restore")
@@ -125,7 +125,6 @@ class Reading:
     def run(self) -> RestoreResult:
         started = reported = time.monotonic()
         pending = set(self.positions)
-        self.total = self.to_read()
         while pending:
             now = time.monotonic()
             if now - reported >= PROGRESS_EVERY_S:
@@ -225,13 +224,19 @@ class Reading:
         position = self.consumer.position([TopicPartition(*key)])[0].offset
         return max(position, self.positions[key])
 
-    def to_read(self) -> int:
-        """About how many records the restore reads (high watermark minus start, markers included)."""
+    def start_at_low_watermarks(self) -> int:
+        """Start no lower than each changelog's low watermark (retention deletes the dedupe topic's
+        old segments: a read from below would only wait for a reset); about how many records the
+        restore reads (high watermark minus start, transaction markers included)."""
+        total = 0
         try:
-            return sum(max(0, ends(self.admin, TopicPartition(*key))[2] - start)
-                       for key, start in self.positions.items())
-        except KafkaException:
+            for key, start in self.positions.items():
+                low, _, high = ends(self.admin, TopicPartition(*key))
+                self.positions[key] = max(start, low)
+                total += max(0, high - self.positions[key])
+        except KafkaException:  # the broker is away: the reader's offset reset covers it
             return 0
+        return total
 
     def report(self, pending: set[tuple[str, int]]) -> None:
         done = self.result.state_records + self.result.dedupe_records

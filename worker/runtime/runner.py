@@ -5,6 +5,7 @@ producer (`Sink`) writes every output, changelog record and the input offsets of
 transaction (KIP-447), every `commit_interval_ms` or `commit_every_messages`. The pieces:
 
     Pipeline          the core rules (worker/core/pipeline.py), the same as process-file's
+    Intake            Kafka messages → the core's inputs; what cannot be read → the DLQ
     PartitionManager  owned partitions, their stores, restore, install, revoke
     Emitter           core outcomes → records and metrics
     Sink              the producer and its transactions
@@ -30,20 +31,19 @@ from worker import __version__
 from worker.build import describe
 from worker.core.dlq_limit import DlqLimit
 from worker.core.pipeline import Pipeline
-from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
-from worker.core.split import Split
-from worker.errors import DlqLimitExceeded, KafkaFatalError
-from worker.runtime.checkpoint import Checkpoint
+from worker.core.records import UserEvent
+from worker.errors import KafkaFatalError
+from worker.runtime.checkpoint import Checkpoint, rewind_unhandled
 from worker.runtime.clients import Clients, KafkaClients
 from worker.runtime.clock import Clock, SystemClock
 from worker.runtime.emitter import Emitter
+from worker.runtime.intake import Intake, coordinates
 from worker.runtime.metrics import Metrics
 from worker.runtime.partitions import PartitionManager
 from worker.runtime.restore import RegistryFollower
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.sink import ProduceFailed, Sink
 from worker.runtime.topics import check_topics, configure_group
-from worker.serde import RawDecodeError, raw_to_json
 
 log = logging.getLogger(__name__)
 CONSUME_TIMEOUT_S = 0.005
@@ -74,6 +74,7 @@ class Worker:
         self.consumer: Consumer | None = None
         self.sink: Sink | None = None
         self.emitter: Emitter | None = None
+        self.intake: Intake | None = None
         self.follower: RegistryFollower | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -102,6 +103,7 @@ class Worker:
         settings = self.settings
         self.sink = Sink(self.clients, settings.exactly_once)
         self.emitter = Emitter(settings, self.metrics, self.sink)
+        self.intake = Intake(self.pipeline, self.emitter, self.dlq_limit)
         self.follower = RegistryFollower(settings, self.clients, self.pipeline.registry)
         log.info("experiment-property registry: %d names read", self.follower.catch_up(settings.restore_timeout_s))
         self.consumer = self.clients.consumer()
@@ -143,7 +145,7 @@ class Worker:
             self.partitions.prune(self.latest_ingested - self.config.dedupe_window_ms - PRUNE_MARGIN_MS)
         if now - self.lag_at >= LAG_EVERY_S:
             self.lag_at = now
-            self.report_lag()
+            self.partitions.report_lag(self.consumer)
         if self.commit_due():
             self.commit()
 
@@ -182,17 +184,9 @@ class Worker:
             self.follower.close()
         self.partitions.close()  # releases each store's directory
 
-    def report_lag(self) -> None:
-        """Messages between each assigned partition's position and its high watermark (cached)."""
-        assert self.consumer is not None
-        for tp in self.consumer.position(self.consumer.assignment()):
-            watermarks = self.consumer.get_watermark_offsets(tp, cached=True)
-            if watermarks is not None and tp.offset >= 0 and watermarks[1] >= 0:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, watermarks[1] - tp.offset))
-
     # ---- processing ---------------------------------------------------------------------------
     def handle(self, message: Message) -> None:
-        assert self.emitter is not None
+        assert self.emitter is not None and self.intake is not None
         error = message.error()
         if error is not None:
             if error.fatal():
@@ -204,48 +198,14 @@ class Worker:
             return  # fetched before the pause took: the seek at resume reads it again
         self.emitter.count(self.metrics.messages_in, topic)
         if self.settings.skip_split:  # producers key by user key: split and process in one step
-            self.process_all(self.split(message).events, partition)
+            self.process_all(self.intake.split(message).events, partition)
         elif topic == self.settings.topics.by_user:
-            user_event = self.by_user_event(message, partition)
+            user_event = self.intake.by_user_event(message, partition)
             if user_event is not None:
                 self.process_all([user_event], partition)
         else:
-            self.emitter.by_user(self.split(message).events)
+            self.emitter.by_user(self.intake.split(message).events)
         self.checkpoint.track(topic, partition, offset, self.clock.monotonic())
-
-    def split(self, message: Message) -> Split:
-        """The split stage for one raw message; its rejections go to the DLQ, and the DLQ limit is kept."""
-        assert self.emitter is not None
-        raw = raw_message(message)
-        decoded = None if raw.value is None else raw_to_json(raw.value)  # Avro raw input becomes JSON here
-        if isinstance(decoded, RawDecodeError):
-            split = Split([], [DlqRecord(decoded.reason, decoded.detail, Source(raw.topic, raw.partition, raw.offset,
-                                         None), raw.timestamp_ms, raw.value or b"", raw.key, raw.headers)])
-        else:
-            raw.value = decoded
-            split = self.pipeline.split(raw)
-        for record in split.rejected:
-            self.emitter.dlq(record)
-        self.dlq_limit.record(len(split.events), len(split.rejected))
-        tripped = self.dlq_limit.exceeded()
-        if tripped:
-            raise DlqLimitExceeded(
-                f"{tripped}: is a producer or a deploy broken? Fix the input, or raise "
-                "EXPERIMENT_WORKER_DLQ_MAX_RATIO / EXPERIMENT_WORKER_DLQ_MAX_CONSECUTIVE, then restart"
-            )
-        return split
-
-    def by_user_event(self, message: Message, partition: int) -> UserEvent | None:
-        """The by-user record's event; an unreadable record (never written by a worker) goes to the DLQ."""
-        assert self.emitter is not None
-        try:
-            return UserEvent.from_bytes(message.value() or b"")
-        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
-            topic, _, offset = coordinates(message)
-            self.emitter.dlq(DlqRecord("processing_error", f"unreadable by-user record: {exc}",
-                                       Source(topic, partition, offset, None), int(message.timestamp()[1]),
-                                       message.value() or b"", message.key()))
-            return None
 
     def process_all(self, events: list[UserEvent], partition: int) -> None:
         assert self.emitter is not None
@@ -302,25 +262,12 @@ class Worker:
         self.partitions.rollback()
         self.pipeline.registry.rollback()
         self.emitter.aborted()
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        for (topic, partition), offset in self.checkpoint.first.items():
-            if (topic, partition) in assigned:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-        self.rewound = set(self.checkpoint.first)
+        self.rewound = self.checkpoint.rewind(self.consumer)
         self.checkpoint = Checkpoint()
 
     def rewind(self, rest: list[Message]) -> None:
-        """After an abort, seek the partitions of the not yet handled messages that the abort did
-        not rewind: the consumer's position is already past them, so they would be skipped."""
         assert self.consumer is not None
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        for message in rest:
-            if message.error() is not None:
-                continue
-            topic, partition, offset = coordinates(message)
-            if (topic, partition) in assigned and (topic, partition) not in self.rewound:
-                self.rewound.add((topic, partition))
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+        rewind_unhandled(self.consumer, rest, self.rewound)
 
     # ---- rebalance (one-line delegations, after what the batch needs) --------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -343,19 +290,3 @@ class Worker:
             self.abort(recreate=False)
         self.partitions.drop(partitions)
 
-
-def coordinates(message: Message) -> tuple[str, int, int]:
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
-    assert topic is not None and partition is not None and offset is not None
-    return topic, partition, offset
-
-
-def message_headers(message: Message) -> tuple[tuple[str, bytes], ...]:
-    pairs: list[tuple[str, bytes | str | None]] = list(message.headers() or [])  # type: ignore[arg-type]
-    return tuple((name, value if isinstance(value, bytes) else (value or "").encode()) for name, value in pairs)
-
-
-def raw_message(message: Message) -> RawMessage:
-    topic, partition, offset = coordinates(message)
-    return RawMessage(topic, partition, offset, int(message.timestamp()[1]), message.value(), message.key(),
-                      message_headers(message))
