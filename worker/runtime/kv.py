@@ -18,11 +18,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from functools import cache
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 Write = tuple[bytes, bytes | None]  # a value of None deletes the key
-BLOCK_CACHE_BYTES = 32 * 2**20
-WRITE_BUFFER_BYTES = 32 * 2**20
+# Shared by every store of a process, so RocksDB's memory does not grow with the partitions owned:
+# one block cache, and one budget for all memtables (a store past its share flushes).
+BLOCK_CACHE_BYTES = 64 * 2**20
+WRITE_BUFFERS_BYTES = 64 * 2**20
+WRITE_BUFFER_BYTES = 16 * 2**20  # one memtable of one store
+
+
+@cache
+def shared_memory() -> tuple[Cache, WriteBufferManager]:
+    return Cache(BLOCK_CACHE_BYTES), WriteBufferManager(WRITE_BUFFERS_BYTES, False)
 
 
 class KeyValue(Protocol):
@@ -84,12 +94,14 @@ class RocksKV:
     """One RocksDB per partition directory. RocksDB's LOCK file keeps a second process out."""
 
     def __init__(self, path: Path) -> None:
+        block_cache, write_buffers = shared_memory()
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_write_buffer_size(WRITE_BUFFER_BYTES)
         options.set_max_write_buffer_number(2)
+        options.set_write_buffer_manager(write_buffers)
         table = BlockBasedOptions()
-        table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+        table.set_block_cache(block_cache)
         table.set_bloom_filter(10, False)  # most dedupe reads miss: a bloom filter answers them in memory
         table.set_cache_index_and_filter_blocks(True)
         options.set_block_based_table_factory(table)
