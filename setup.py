@@ -35,6 +35,7 @@ COMPILED = [
     "worker/runtime/intake.py",
     "worker/runtime/runner.py",
     "worker/runtime/sink.py",
+    "worker/runtime/state.py",
 ]
 
 
