@@ -34,6 +34,7 @@ COMPILED = [
     "worker/runtime/emitter.py",
     "worker/runtime/intake.py",
     "worker/runtime/runner.py",
+    "worker/runtime/restore.py",
     "worker/runtime/sink.py",
     "worker/runtime/state.py",
 ]

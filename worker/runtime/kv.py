@@ -15,10 +15,9 @@ from __future__ import annotations
 import heapq
 import shutil
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Protocol
-
-from functools import cache
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 

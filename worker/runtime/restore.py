@@ -17,12 +17,12 @@ to it. A crashed owner's transaction therefore delays the restore until the brok
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     IsolationLevel,
     KafkaError,
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
 FLUSH_EVERY = 20_000  # records per store write while restoring
 MARKER = EXPERIMENT_PREFIX.encode()
+# An experiment property's key in a JSON state record (escapes included; JSON allows whitespace
+# before the colon).
+NAME_KEYS = re.compile(rb'"(' + re.escape(MARKER) + rb'(?:[^"\\]|\\.)*)"\s*:')
 Progress = Callable[[int, int], None]  # (records read, records to read), as the restore goes
 
 
@@ -113,6 +116,9 @@ class Reading:
         self.states: list[tuple[str, bytes | None]] = []
         self.dedupes: list[tuple[str, int | None]] = []
         self.names: set[tuple[str, str]] = set()
+        self.marked: list[tuple[str, bytes]] = []  # state records holding the experiment prefix
+        self.known: set[tuple[str, bytes]] = set()  # (project, name as it is in a JSON record)
+        self.json_state = settings.formats.get("state", "json") == "json"
         for project, name in stores.names():  # found by the restores before the checkpoint
             registry.load(project, name)
         self.consumer = self.start_reading()
@@ -179,21 +185,45 @@ class Reading:
         if key[0] == self.state_topic:
             self.states.append((name, value))  # a tombstone (None) deletes the user
             if value is not None and MARKER in value:
-                self.admit_names(name, value)
+                self.marked.append((name, value))
             self.result.state_records += 1
         else:
             self.dedupes.append((name, None if value is None else int(value)))
             self.result.dedupe_records += 1
 
-    def admit_names(self, user_key: str, value: bytes) -> None:
-        """Experiment names in use keep working under the limit (SPEC §6), whatever the registry says."""
-        project = project_of(user_key)
+    def admit_names(self) -> None:
+        """Experiment names in use keep working under the limit (SPEC §6), whatever the registry says.
+        The experiment keys of the batch's JSON records are found in their bytes, per project, in
+        one pass; only the records holding a key not known yet are decoded (most users hold the
+        same few names). A key the pattern reads wrong (an escape) is never known, so its records
+        are decoded, as is every record of another format."""
+        by_project: dict[str, list[tuple[str, bytes]]] = {}
+        for user_key, value in self.marked:
+            by_project.setdefault(project_of(user_key), []).append((user_key, value))
+        self.marked = []
+        for project, records in by_project.items():
+            if not self.json_state:
+                for _, value in records:
+                    self.admit(project, value)
+                continue
+            found = set(NAME_KEYS.findall(b"\n".join(value for _, value in records)))
+            unknown = {name for name in found if (project, name) not in self.known}
+            for _, value in records:
+                if not unknown:
+                    break
+                if any(name in value for name in unknown):
+                    self.admit(project, value)
+                    unknown = {name for name in unknown if (project, name) not in self.known}
+
+    def admit(self, project: str, value: bytes) -> None:
         for name in self.stores.decode(value)["user_properties"]:
             if name.startswith(EXPERIMENT_PREFIX):
                 self.registry.load(project, name)
                 self.names.add((project, name))
+                self.known.add((project, name.encode()))
 
     def flush(self) -> None:
+        self.admit_names()
         self.stores.restore(self.states, self.dedupes, self.positions[(self.state_topic, self.partition)],
                             self.positions[(self.dedupe_topic, self.partition)], self.names)
         self.states, self.dedupes, self.names = [], [], set()
@@ -243,43 +273,3 @@ class Reading:
         log.info("restoring partition %d: %d of about %d records read (%d state, %d dedupe); waiting on %s",
                  self.partition, done, self.total, self.result.state_records, self.result.dedupe_records,
                  sorted(pending))
-
-
-class RegistryFollower:
-    """Reads the experiment-property registry topic in full, then keeps following it."""
-
-    def __init__(self, settings: WorkerSettings, clients: Clients, registry: ExperimentRegistry) -> None:
-        self.registry = registry
-        self.consumer = clients.reader("registry")
-        topic = settings.topics.registry
-        partitions = self.consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self._eof: set[int] = set()
-        self._partitions = len(partitions)
-
-    def catch_up(self, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
-        loaded = 0
-        while len(self._eof) < self._partitions and time.monotonic() < deadline:
-            loaded += self.poll(0.2)
-        return loaded
-
-    def poll(self, timeout_s: float = 0.0) -> int:
-        loaded = 0
-        for message in self.consumer.consume(num_messages=1000, timeout=timeout_s):
-            error = message.error()
-            if error is not None:
-                partition = message.partition()
-                if error.code() == KafkaError._PARTITION_EOF and partition is not None:
-                    self._eof.add(partition)
-                continue
-            key = message.key()
-            if key is not None:
-                project, _, name = key.decode("utf-8").partition("/")
-                self.registry.load(project, name)
-                loaded += 1
-        return loaded
-
-    def close(self) -> None:
-        self.consumer.close()
-

@@ -40,7 +40,7 @@ from worker.runtime.emitter import Emitter
 from worker.runtime.intake import Intake, coordinates
 from worker.runtime.metrics import Metrics
 from worker.runtime.partitions import PartitionManager
-from worker.runtime.restore import RegistryFollower
+from worker.runtime.registry import RegistryFollower
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.sink import ProduceFailed, Sink
 from worker.runtime.topics import check_topics, configure_group
