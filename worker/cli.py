@@ -99,6 +99,7 @@ def run_check_config(args: argparse.Namespace) -> int:
     from worker.build import describe
 
     settings.core_config()  # reads and checks the projects file
+    settings.flags()  # and the flags file
     print(orjson.dumps({**settings.describe(), "build": describe()}, option=orjson.OPT_INDENT_2).decode())
     return 0
 
