@@ -7,6 +7,9 @@ installs the stores, merges the experiment names found into the registry, resume
 and seeks it to its committed offset (explicitly: a pause right after assignment may drop the
 start offset, librdkafka#2190). A partition revoked or lost mid-restore is simply forgotten: its
 thread finishes and nobody installs it.
+
+Experiment health (issue 17) is partition state too: its users per variant are counted from the
+stores when they are installed, and committed, rolled back and dropped with them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from worker.core.limit import ExperimentRegistry
 from worker.core.stores import PartitionStores
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
+from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult, restore_partition
 from worker.runtime.settings import WorkerSettings
@@ -56,6 +60,7 @@ class PartitionManager:
         self.stores: dict[int, PartitionStores] = {}
         self.restorations: dict[int, Restoring] = {}
         self.state_codec = codec_for("state", settings.formats.get("state", "json"))
+        self.health = ExperimentMonitor(settings.flags(), metrics)  # issue 17: per partition, so it lives here
 
     @property
     def restoring(self) -> bool:
@@ -98,6 +103,7 @@ class PartitionManager:
                 continue
             del self.restorations[partition]
             self.stores[partition] = job.stores
+            self.health.install(partition, job.stores.iter_states())
             self.registry.merge(job.names)
             consumer.resume([tp])
             consumer.seek(TopicPartition(tp.topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
@@ -118,6 +124,7 @@ class PartitionManager:
         for tp in partitions:
             if tp.topic == self.keyed_topic:
                 self.stores.pop(tp.partition, None)
+                self.health.drop(tp.partition)
                 self.restorations.pop(tp.partition, None)
                 remove_series(self.metrics.users_in_state, str(tp.partition))
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
@@ -131,10 +138,12 @@ class PartitionManager:
         for partition, stores in self.stores.items():
             stores.commit()
             self.metrics.users_in_state.labels(str(partition)).set(len(stores.state))
+        self.health.commit()
 
     def rollback(self) -> None:
         for stores in self.stores.values():
             stores.rollback()
+        self.health.rollback()
 
     def prune(self, horizon_ms: int) -> int:
         """Forget dedupe entries first seen before `horizon_ms`: memory stays bounded by the window."""
