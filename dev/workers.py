@@ -24,7 +24,7 @@ from worker.runtime.settings import Topics, WorkerSettings, load_settings
 RUN_SETTINGS = frozenset({
     "bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
     "commit_interval_ms", "commit_every_messages", "partitions", "group_protocol", "session_timeout_ms",
-    "heartbeat_interval_ms", "guarantee", "metrics_port", "dlq_max_ratio", "linger_ms",
+    "heartbeat_interval_ms", "guarantee", "metrics_port", "dlq_max_ratio", "linger_ms", "flags_file",
 })
 
 
