@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.clock import FakeClock
 from worker.core.flags import parse_flags
 from worker.core.pipeline import Outcome
 from worker.core.records import Source, UserEvent
@@ -24,19 +25,8 @@ FLAGS = parse_flags({"default": {
 CHECKOUT = {"project": "default", "flag": "checkout"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-
-def monitor(flags: Any = FLAGS) -> tuple[ExperimentMonitor, CollectorRegistry, Clock]:
-    registry, clock = CollectorRegistry(), Clock()
+def monitor(flags: Any = FLAGS) -> tuple[ExperimentMonitor, CollectorRegistry, FakeClock]:
+    registry, clock = CollectorRegistry(), FakeClock()
     return ExperimentMonitor(flags, Metrics(registry), clock), registry, clock
 
 

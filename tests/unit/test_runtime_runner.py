@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.support.clock import T0
+from tests.support.clock import T0, FakeClock
 from tests.support.fakes import FakeClients, FakeConsumer, FakeMessage, FakeProducer
 from tests.support.settings import offline_settings
 from tests.support.workers import idle_worker
@@ -23,17 +23,6 @@ from worker.runtime.restore import RestoreResult
 from worker.runtime.runner import Worker
 
 RAW, BY_USER = "events.raw", "experiment-worker.by-user"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return T0 / 1000 + self.now
 
 
 def restored_at_once(*args: Any) -> RestoreResult:
