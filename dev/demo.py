@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,15 @@ from dev.verify import (
     wait_for_outputs,
 )
 from dev.workers import settings_for, worker_command
+from worker.core.experiment_health import FlagReport
+from worker.experiment_report import report_lines, state_reports
+from worker.runtime.experiment_ops import experiment_states
+from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
 DEMO_EVENTS = 5000
 LOG = RUN_DIR / "demo-worker.log"
+DEMO_FLAGS = Path(__file__).resolve().parents[1] / "examples" / "flags.json"  # issue 17: experiment health
 
 
 def bootstrap_address() -> str:
@@ -80,7 +86,8 @@ def main() -> int:
     bootstrap = bootstrap_address()
     run_id = f"demo-{int(time.time())}"
     port = free_ports(1)[0]
-    settings = settings_for(bootstrap, run_id, instance_id="demo", partitions=3, metrics_port=port)
+    settings = settings_for(bootstrap, run_id, instance_id="demo", partitions=3, metrics_port=port,
+                            flags_file=str(DEMO_FLAGS))
     created = create_topics(admin_client(settings), settings)
     print(f"experiment-worker demo: broker {bootstrap}, {len(created)} topics {run_id}.*")
     LOG.parent.mkdir(exist_ok=True)
@@ -102,6 +109,8 @@ def main() -> int:
         status = worker.wait(60)
     got = kafka_outputs(settings)
     print_summary(raw, got, expected, metrics, elapsed, status)
+    print("\n" + "\n".join(experiment_report(settings, metrics)))
+    print("\nThe broker keeps running for the next command; `make kafka-down` stops it.")
     return 0 if same(got, expected) and status == 0 else 1
 
 
@@ -141,7 +150,24 @@ def print_summary(raw: list[Any], got: Outputs, expected: Outputs, metrics: dict
                 shown = {name: event[name] for name in ("event_type", "user_id", "insert_id", "event_properties",
                                                         "user_properties", "billable") if name in event}
                 print("  " + orjson.dumps(shown).decode()[:220])
-    print("\nThe broker keeps running for the next command; `make kafka-down` stops it.")
+
+
+def experiment_report(settings: WorkerSettings, metrics: dict[str, float]) -> list[str]:
+    """`experiments report` on the demo's user-state topic, with the event counts the worker's
+    metrics hold (they are not in the state)."""
+    flags = settings.flags()
+    reports = state_reports(flags, experiment_states(settings, flags))
+
+    def counted(name: str, report: FlagReport) -> int:
+        labels = (f'project="{report.flag.project}"', f'flag="{report.flag.key}"')  # in any order
+        prefix = f"experiment_worker_{name}_total{{"
+        return int(sum(value for series, value in metrics.items()
+                       if series.startswith(prefix) and all(label in series for label in labels)))
+
+    return report_lines([replace(report, switches=counted("variant_switches", report),
+                                 custom_exposures=counted("custom_exposures", report),
+                                 early_exposures=counted("exposure_before_property", report))
+                         for report in reports])
 
 
 if __name__ == "__main__":

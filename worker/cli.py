@@ -44,12 +44,15 @@ def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument("--min-id-length", type=int_at_least("--min-id-length", 0),
                         default=CoreConfig().min_id_length)
     parser.add_argument("--now", type=int_at_least("--now", 0), help="ms for records without a timestamp")
+    parser.add_argument("--flags", type=Path, help="flags file: prints the experiment-health report at the end")
     parser.set_defaults(handler=run_process_file)
 
 
 def run_process_file(args: argparse.Namespace) -> int:
+    from worker.core.experiment_health import ExperimentHealth
+    from worker.experiment_report import counted_lines
     from worker.offline import process_file
-    from worker.runtime.settings import read_projects
+    from worker.runtime.settings import read_flags, read_projects
 
     if not args.input.is_file():
         raise ConfigError(f"input {args.input}: no such file")
@@ -63,8 +66,11 @@ def run_process_file(args: argparse.Namespace) -> int:
     now_ms = args.now if args.now is not None else int(time.time() * 1000)
     started = time.monotonic()
     progress = sys.stderr if sys.stderr.isatty() else None
-    summary = process_file(args.input, args.out, config, now_ms, args.state_in, progress)
+    health = None if args.flags is None else ExperimentHealth(read_flags(args.flags, "--flags"))
+    summary = process_file(args.input, args.out, config, now_ms, args.state_in, progress, health)
     print(summary.line(time.monotonic() - started), file=sys.stderr)
+    if health is not None:
+        print("\n".join(counted_lines(health)), file=sys.stderr)
     return 0
 
 
@@ -99,6 +105,7 @@ def run_check_config(args: argparse.Namespace) -> int:
     from worker.build import describe
 
     settings.core_config()  # reads and checks the projects file
+    settings.flags()  # and the flags file
     print(orjson.dumps({**settings.describe(), "build": describe()}, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -225,6 +232,13 @@ def run_lag(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_experiments(args: argparse.Namespace) -> int:
+    from worker.experiment_report import print_report
+
+    print_report(settings_from(args), args.flags, args.state)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="experiment-worker", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -252,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     lag = commands.add_parser("lag", help="the consumer group's lag per input partition")
     add_settings_flags(lag)
     lag.set_defaults(handler=run_lag)
+    experiments = commands.add_parser("experiments", help="experiment health: users per variant, SRM p-value")
+    experiments.add_argument("action", choices=("report",))
+    experiments.add_argument("--state", type=Path, help="a process-file output directory or state.jsonl "
+                             "(default: the user-state topic)")
+    experiments.add_argument("--flags", type=Path, help="flags file (default: the flags_file setting)")
+    add_settings_flags(experiments)
+    experiments.set_defaults(handler=run_experiments)
     check = commands.add_parser("check-config", help="print the effective settings (secrets masked)")
     add_settings_flags(check)
     check.set_defaults(handler=run_check_config)

@@ -18,9 +18,10 @@ from typing import IO, Any
 import orjson
 
 from worker.core.config import CoreConfig
+from worker.core.experiment_health import ExperimentHealth
 from worker.core.limit import ExperimentRegistry
-from worker.core.pipeline import Outcome, Pipeline, Processed
-from worker.core.records import RawMessage
+from worker.core.pipeline import Outcome, Pipeline
+from worker.core.records import DlqRecord, RawMessage
 from worker.core.stores import PartitionStores, restore_user
 from worker.errors import InputFileError
 
@@ -130,24 +131,33 @@ def process_file(
     now_ms: int,
     state_in: Path | None = None,
     progress: IO[str] | None = None,
+    health: ExperimentHealth | None = None,
 ) -> Summary:
+    """Each line split, then its events processed, as the runner does; `health` (--flags) sees each."""
     stores = PartitionStores()
     pipeline = Pipeline(config)
     if state_in is not None:
         load_state(state_in, stores, pipeline.registry)
+    if health is not None:  # the users of --state-in count from the start
+        health.load_all(stores.iter_states())
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     meter = Progress(progress, input_path.stat().st_size) if progress is not None else None
-    with (
-        (out_dir / "events.jsonl").open("wb") as events,
-        (out_dir / "deltas.jsonl").open("wb") as deltas,
-        (out_dir / "dlq.jsonl").open("wb") as dlq,
-    ):
+    with RecordFiles(out_dir, summary) as out:
         for message in read_messages(input_path, now_ms):
             summary.records += 1
-            write_processed(pipeline.run(message, stores), summary, events, deltas, dlq)
+            split = pipeline.split(message)
+            for rejected in split.rejected:
+                out.rejected(rejected)
+            for user_event in split.events:
+                outcome = pipeline.process(user_event, stores)
+                out.outcome(outcome)
+                if health is not None:
+                    health.observe(user_event, outcome)
             stores.commit()
             pipeline.registry.commit()
+            if health is not None:
+                health.commit()
             if meter is not None:
                 meter.update(summary.records, message.offset)
     if meter is not None:
@@ -156,25 +166,39 @@ def process_file(
     return summary
 
 
-def write_processed(processed: Processed, summary: Summary, events: IO[bytes], deltas: IO[bytes],
-                    dlq: IO[bytes]) -> None:
-    """One raw message's records, in the order the Kafka worker produces them, and its counts."""
-    for rejected in processed.rejected:
-        summary.dlq[rejected.reason] += 1
-        dlq.write(orjson.dumps(rejected.to_json(), option=LINE))
-    for outcome in processed.outcomes:
-        summary.count(outcome)
+class RecordFiles:
+    """The record files of a run (events, deltas, DLQ), and the summary's count of what went in."""
+
+    def __init__(self, out_dir: Path, summary: Summary) -> None:
+        self.summary = summary
+        self.events = (out_dir / "events.jsonl").open("wb")
+        self.deltas = (out_dir / "deltas.jsonl").open("wb")
+        self.dlq = (out_dir / "dlq.jsonl").open("wb")
+
+    def __enter__(self) -> RecordFiles:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for file in (self.events, self.deltas, self.dlq):
+            file.close()
+
+    def rejected(self, record: DlqRecord) -> None:
+        self.summary.dlq[record.reason] += 1
+        self.dlq.write(orjson.dumps(record.to_json(), option=LINE))
+
+    def outcome(self, outcome: Outcome) -> None:
+        self.summary.count(outcome)
         if outcome.event is not None:
-            events.write(orjson.dumps(outcome.event, option=LINE))
+            self.events.write(orjson.dumps(outcome.event, option=LINE))
         if outcome.delta is not None:
-            deltas.write(orjson.dumps(outcome.delta, option=LINE))
+            self.deltas.write(orjson.dumps(outcome.delta, option=LINE))
         if outcome.dlq is not None:
-            dlq.write(orjson.dumps(outcome.dlq.to_json(), option=LINE))
+            self.dlq.write(orjson.dumps(outcome.dlq.to_json(), option=LINE))
 
 
 def write_state(path: Path, stores: PartitionStores) -> int:
     """One line per user that has a state record, sorted by key, in the `--state-in` format."""
-    rows = sorted(stores.state.items())
+    rows = sorted(stores.iter_states())
     with path.open("wb") as out:
         for key, properties in rows:
             out.write(orjson.dumps({"key": key, "user_properties": properties}) + b"\n")

@@ -16,6 +16,7 @@ from worker.core import reasons
 from worker.core.config import CoreConfig
 from worker.core.records import RawMessage, UserEvent
 from worker.core.split import split_message
+from worker.core.stores import PartitionStores
 from worker.offline import process_file
 
 if TYPE_CHECKING:
@@ -411,6 +412,19 @@ def test_a_user_whose_events_changed_nothing_has_no_state(pipeline: Pipeline) ->
     pipeline.send(click())
     pipeline.send(click({"$unset": {"a": 1}, "$remove": {"l": 1}}))
     assert pipeline.states == [] and pipeline.state() is None
+
+
+def test_iter_states_lists_the_committed_users_only() -> None:
+    """The one read of a store outside the pipeline (experiment health counts a restored
+    partition's users with it): committed states, never the open batch's."""
+    stores = PartitionStores()
+    stores.state.load("default/u:a", {"plan": "pro"})
+    stores.put_state("default/u:b", {"plan": "free"}, T0)
+    assert list(stores.iter_states()) == [("default/u:a", {"plan": "pro"})]
+    stores.commit()
+    assert dict(stores.iter_states()) == {"default/u:a": {"plan": "pro"}, "default/u:b": {"plan": "free"}}
+    stores.state.load("default/u:a", None)  # a tombstone
+    assert list(stores.iter_states()) == [("default/u:b", {"plan": "free"})]
 
 
 def test_enriched_event_shape(pipeline: Pipeline) -> None:

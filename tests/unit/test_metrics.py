@@ -39,6 +39,13 @@ experiment_worker_last_commit_timestamp_seconds{}
 experiment_worker_loop_timestamp_seconds{}
 experiment_worker_ready{}
 experiment_worker_dlq_ratio{}
+experiment_worker_experiment_users{project,flag,variant}
+experiment_worker_experiment_allocation{project,flag,variant}
+experiment_worker_srm_p_value{project,flag}
+experiment_worker_srm_critical_chi_square{project,flag}
+experiment_worker_variant_switches_total{project,flag}
+experiment_worker_custom_exposures_total{project,flag}
+experiment_worker_exposure_before_property_total{project,flag}
 """
 
 

@@ -3,7 +3,9 @@ holds, abort and rewind, a revoke in the middle of a restore, the DLQ limit. No 
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,27 +13,17 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.support.clock import T0
+from tests.support.clock import T0, FakeClock
 from tests.support.fakes import FakeClients, FakeConsumer, FakeMessage, FakeProducer
 from tests.support.settings import offline_settings
 from tests.support.workers import idle_worker
+from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult
 from worker.runtime.runner import Worker
 
 RAW, BY_USER = "events.raw", "experiment-worker.by-user"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return T0 / 1000 + self.now
 
 
 def restored_at_once(*args: Any) -> RestoreResult:
@@ -157,3 +149,42 @@ def test_the_dlq_limit_stops_the_worker_when_most_input_is_bad() -> None:
     clients.consumer_.queued = [[FakeMessage((RAW, 0, offset), data=b"{not json") for offset in range(4)]]
     with pytest.raises(DlqLimitExceeded, match="went to the DLQ"):
         worker.poll_once()
+
+
+def test_experiment_health_counts_committed_work_and_follows_the_partitions(tmp_path: Path) -> None:
+    """The experiment-health calls of the partition manager and the emitter (issue 17): an aborted
+    batch counts nothing, a committed one counts once, a restored partition's users count from its
+    state and leave with it."""
+    flags = tmp_path / "flags.json"
+    flags.write_text(json.dumps({"default": {
+        "checkout": {"allocation": {"control": 1, "treatment": 1}, "exposure_event": "click"}}}))
+    worker, clients, _ = opened(flags_file=str(flags), commit_every_messages=2, commit_interval_ms=60_000)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return worker.metrics.registry.get_sample_value(
+            f"experiment_worker_{name}", {"project": "default", "flag": "checkout", **labels})
+
+    batch = [by_user(1), by_user(2, **{"[Experiment] checkout": "control"})]  # an early click, then one with it
+    producer(clients).refuse_commit = [KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)]
+    clients.consumer_.queued = [list(batch)]
+    worker.poll_once()
+    assert (sample("experiment_users", variant="control"), sample("custom_exposures_total")) == (0, 0)
+    clients.consumer_.queued = [list(batch)]
+    worker.poll_once()  # redone and committed
+    assert (sample("experiment_users", variant="control"), sample("custom_exposures_total"),
+            sample("exposure_before_property_total")) == (1, 2, 1)
+
+    def restored_with_a_user(*args: Any) -> RestoreResult:
+        stores = args[3]
+        record = state_record("default", "default/u:old", {"[Experiment] checkout": "treatment"}, T0)
+        stores.restore([("default/u:old", stores.encode(record))], [], 1, 0)
+        return RestoreResult(args[2])
+
+    worker.partitions.restorer = restored_with_a_user
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    while worker.partitions.restoring:
+        worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert sample("experiment_users", variant="treatment") == 1
+    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    assert (sample("experiment_users", variant="treatment"), sample("experiment_users", variant="control")) == (0, 1)

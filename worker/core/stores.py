@@ -107,6 +107,11 @@ class PartitionStores:
     def put_dedupe(self, dedupe_key: str, ingested_at: int) -> None:
         self.dedupe.put(dedupe_key, ingested_at)
 
+    def iter_states(self) -> Iterator[tuple[str, JsonObject]]:
+        """Every user's committed state: (user key, properties). What a reader outside the
+        pipeline (experiment health, at install) may know of the store; call after `commit()`."""
+        return self.state.items()
+
     def state_records(self) -> list[tuple[str, JsonObject]]:
         """The batch's state records (SPEC §8.3): one per changed user, with its last value."""
         changed_at = self.changed_at

@@ -2,7 +2,9 @@
 stage, the enriched events and deltas of the stateful stage, DLQ records, and, once per batch,
 the changelog records (each changed user's last state, dedupe entries, registry admissions).
 
-Counts are gathered per batch in a tally and reach Prometheus when the batch commits.
+Counts are gathered per batch in a tally and reach Prometheus when the batch commits. Each
+processed event is also shown to experiment health (issue 17), which keeps its counts pending
+the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from worker.core.experiments import RENAMED_PROPERTIES, RENAMED_TYPES
 from worker.core.limit import ExperimentRegistry
 from worker.core.pipeline import Outcome
 from worker.core.records import DlqRecord, UserEvent
+from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.metrics import Metrics
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.sink import Sink
@@ -27,10 +30,10 @@ EXPOSURE_TYPES = frozenset(RENAMED_TYPES.values())
 
 
 class Emitter:
-    __slots__ = ("codecs", "metrics", "sink", "tally", "topics", "tracked")
+    __slots__ = ("codecs", "health", "metrics", "sink", "tally", "topics", "tracked")
 
-    def __init__(self, settings: WorkerSettings, metrics: Metrics, sink: Sink) -> None:
-        self.topics, self.metrics, self.sink = settings.topics, metrics, sink
+    def __init__(self, settings: WorkerSettings, metrics: Metrics, sink: Sink, health: ExperimentMonitor) -> None:
+        self.topics, self.metrics, self.sink, self.health = settings.topics, metrics, sink, health
         self.codecs: dict[str, Codec] = {
             kind: codec_for(kind, settings.formats.get(kind, "json")) for kind in ("enriched", "deltas", "state", "dlq")
         }
@@ -49,10 +52,11 @@ class Emitter:
         self.sink.send(self.topics.dlq, record.key, self.codecs["dlq"].encode(record.to_json()),
                        headers=record.kafka_headers())
 
-    def outcome(self, user_event: UserEvent, outcome: Outcome) -> None:
+    def outcome(self, user_event: UserEvent, outcome: Outcome, partition: int) -> None:
         if outcome.duplicate:
             self.count(self.metrics.dedupe_dropped)
             return
+        self.health.observe(partition, user_event, outcome)
         key = user_event.user_key.encode()
         event = outcome.event
         if event is not None:

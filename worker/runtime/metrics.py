@@ -1,6 +1,7 @@
 """Every Prometheus metric of the worker, created once on a registry that is passed in.
 
 Labels are low-cardinality: topic, partition, reason, outcome, project. Never a user or device id.
+The experiment-health families are labelled by the flags of the flags file only.
 Exposure counts carry flag and variant labels, bounded by `max_exposure_series` (further
 flag/variant pairs are counted under flag="_other") so a sample-ratio mismatch can be watched
 without letting a producer blow up the series count.
@@ -50,8 +51,6 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, max_exposure_series: int = 500) -> None:
         self.registry = registry
         self.catalog: dict[str, Family] = {}
-        self._exposure_series: set[tuple[str, str, str]] = set()
-        self._max_exposure_series = max_exposure_series
         counter, gauge = self._counter, self._gauge
         self.messages_in = counter("messages_in_total", "Kafka messages consumed", ("topic",))
         self.records_out = counter("records_out_total", "Records written, by output topic, counted at commit",
@@ -65,12 +64,12 @@ class Metrics:
         )
         self.add_ignored = counter("add_ignored_total", "$add operations ignored (non-number)")
         self.billable_events = counter("billable_events_total", "Billable events emitted", ("project",))
-        self.exposures = counter("exposures_total", "Exposures emitted", ("project", "flag", "variant"))
         self.monthly_tracked_users = gauge(
             "monthly_tracked_users", "Users with a billable event this UTC month (since start, per instance)",
             ("project",), mode="livesum",  # each user lives on one partition, so processes sum exactly
         )
         self._runtime_families()
+        self._flag_families(max_exposure_series)
 
     def _runtime_families(self) -> None:
         """The shell's own: transactions, commits, rebalances, restores, lag and health."""
@@ -98,6 +97,37 @@ class Metrics:
                                     "oldest of the processes)", mode="livemin")
         self.ready = gauge("ready", "1 when every assigned partition is restored (of every process)", mode="livemin")
         self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ", mode="livemax")
+
+    def _flag_families(self, max_exposure_series: int) -> None:
+        """The families labelled by flag, each with a bound on its series. Exposures: by
+        `max_exposure_series` (see `count_exposure`). Experiment health (issue 17): by the flags
+        of the flags file. A user lives on one partition, so users per variant sum exactly over
+        the processes of `run --processes N`; the allocation and the critical chi-square are the
+        same in every process; a process's own p-value tests its part of the users only, so the
+        merge shows the lowest (a hint, not the instance's test)."""
+        counter, gauge = self._counter, self._gauge
+        self.exposures = counter("exposures_total", "Exposures emitted", ("project", "flag", "variant"))
+        self._exposure_series: set[tuple[str, str, str]] = set()
+        self._max_exposure_series = max_exposure_series
+        flag_labels, variant_labels = ("project", "flag"), ("project", "flag", "variant")
+        self.experiment_users = gauge(
+            "experiment_users", "Users whose state holds the variant, over this instance's partitions", variant_labels,
+            mode="livesum")
+        self.experiment_allocation = gauge(
+            "experiment_allocation", "The variant's share of the flag's allocation (flags file)", variant_labels,
+            mode="livemax")
+        self.srm_p_value = gauge(
+            "srm_p_value", "Sample-ratio-mismatch p-value over this instance's partitions (of every process: "
+            "the lowest)", flag_labels, mode="livemin")
+        self.srm_critical_chi_square = gauge(
+            "srm_critical_chi_square", "Chi-square above which the SRM p-value is below 0.001", flag_labels,
+            mode="livemax")
+        self.variant_switches = counter(
+            "variant_switches_total", "Users whose variant changed to another one", flag_labels)
+        self.custom_exposures = counter(
+            "custom_exposures_total", "Events of a flag's custom exposure type, counted at commit", flag_labels)
+        self.exposure_before_property = counter(
+            "exposure_before_property_total", "Custom exposures whose user had no variant of the flag yet", flag_labels)
 
     def count_exposure(self, project: str, flag: str, variant: str, amount: int = 1) -> None:
         labels = (project, flag, variant)

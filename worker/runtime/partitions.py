@@ -10,6 +10,9 @@ restore stops at its next write, and nobody installs it.
 
 The stores themselves (worker.runtime.state) live in memory or on local disk (local_state.py); a
 store on disk is opened with its checkpoint checked against the changelogs before it is trusted.
+
+Experiment health (issue 17) is partition state too: its users per variant are counted from the
+stores when they are installed, and committed, rolled back and dropped with them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from worker.core.limit import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
+from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.local_state import StoreFactory
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult, ends, restore_partition, unusable_checkpoint
@@ -81,6 +85,7 @@ class PartitionManager:
         codec = codec_for("state", settings.formats.get("state", "json"))
         self.factory = StoreFactory(settings, codec, StateCache(settings.state_cache_bytes),
                                     lambda reason: metrics.store_rebuilds.labels(reason).inc())
+        self.health = ExperimentMonitor(settings.flags(), metrics)  # issue 17: per partition, so it lives here
 
     @property
     def restoring(self) -> bool:
@@ -149,6 +154,7 @@ class PartitionManager:
             del self.restorations[partition]
             assert job.stores is not None
             self.stores[partition] = job.stores
+            self.health.install(partition, job.stores.iter_states())
             self.registry.merge(job.names)
             consumer.resume([tp])
             consumer.seek(TopicPartition(tp.topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
@@ -173,6 +179,7 @@ class PartitionManager:
                 stores = self.stores.pop(tp.partition, None)
                 if stores is not None:
                     stores.close()
+                self.health.drop(tp.partition)
                 job = self.restorations.pop(tp.partition, None)
                 if job is not None:
                     job.drop()
@@ -204,10 +211,12 @@ class PartitionManager:
             stores.commit(delivered.get((topics.state, partition)), delivered.get((topics.dedupe, partition)),
                           next_offsets.get((self.keyed_topic, partition)))
             self.metrics.users_in_state.labels(str(partition)).set(stores.users)
+        self.health.commit()
 
     def rollback(self) -> None:
         for stores in self.stores.values():
             stores.rollback()
+        self.health.rollback()
 
     def prune(self, horizon_ms: int) -> int:
         """Forget dedupe entries first seen before `horizon_ms`: the store stays bounded by the window."""

@@ -102,7 +102,7 @@ class Worker:
         group subscription."""
         settings = self.settings
         self.sink = Sink(self.clients, settings.exactly_once)
-        self.emitter = Emitter(settings, self.metrics, self.sink)
+        self.emitter = Emitter(settings, self.metrics, self.sink, self.partitions.health)
         self.intake = Intake(self.pipeline, self.emitter, self.dlq_limit)
         self.follower = RegistryFollower(settings, self.clients, self.pipeline.registry)
         log.info("experiment-property registry: %d names read", self.follower.catch_up(settings.restore_timeout_s))
@@ -214,7 +214,7 @@ class Worker:
             raise KafkaFatalError(f"partition {partition} has no restored state")
         for user_event in events:
             assert stores is not None
-            self.emitter.outcome(user_event, self.pipeline.process(user_event, stores))
+            self.emitter.outcome(user_event, self.pipeline.process(user_event, stores), partition)
             if user_event.ingested_at > self.latest_ingested:
                 self.latest_ingested = user_event.ingested_at
 

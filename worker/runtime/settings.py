@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.config import CoreConfig
+from worker.core.flags import Flags, FlagsError, parse_flags
 from worker.core.identity import is_project_id
 from worker.errors import ConfigError
 
@@ -103,6 +104,8 @@ class WorkerSettings(BaseSettings):
     max_events_per_message: int = Field(default=2000, ge=1)
     experiment_property_limit: int = Field(default=1500, ge=0)
     projects_file: Path | None = None
+    # Experiment health (issue 17): per project and flag, the allocation and the custom exposure.
+    flags_file: Path | None = None
     # DLQ limit (SPEC §10, arroyo-style): stop when more than this share of the last
     # `dlq_window` units (events or rejected messages) went to the DLQ; 1.0 turns it off...
     dlq_max_ratio: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -128,9 +131,9 @@ class WorkerSettings(BaseSettings):
     kafka: dict[str, str] = Field(default_factory=dict)
     kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
-    @field_validator("projects_file")
+    @field_validator("projects_file", "flags_file")
     @classmethod
-    def _projects_file_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
@@ -177,6 +180,10 @@ class WorkerSettings(BaseSettings):
             projects=None if self.projects_file is None else read_projects(self.projects_file),
         )
 
+    def flags(self) -> Flags:
+        """The flags of `flags_file` (none without one); a bad file is a ConfigError naming it."""
+        return Flags() if self.flags_file is None else read_flags(self.flags_file)
+
     def describe(self) -> dict[str, Any]:
         """The effective settings, secrets masked, for `check-config` and the start-up log."""
         shown = self.model_dump(mode="json")
@@ -196,6 +203,14 @@ def read_projects(path: Path, setting: str = "projects_file") -> Mapping[str, st
         if not is_project_id(project):
             raise ConfigError(f"{setting} {path}: project id {project!r} does not match [A-Za-z0-9_.-]+")
     return projects
+
+
+def read_flags(path: Path, setting: str = "flags_file") -> Flags:
+    """A flags file (worker/core/flags.py has its form). Errors are one line naming `setting`."""
+    try:
+        return parse_flags(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError, FlagsError) as exc:
+        raise ConfigError(f"{setting} {path}: {exc}") from exc
 
 
 def load_settings(**overrides: Any) -> WorkerSettings:
