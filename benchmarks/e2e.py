@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
+from benchmarks.cpu import Window, process_cpu_s
 from dev.loadgen import START_MS, StreamGenerator, encode_line, events_in
 from dev.workers import settings_for as unique_settings
 from dev.workers import worker_command
@@ -31,6 +32,7 @@ from worker.runtime.topics import admin_client, create_topics
 
 PARTITIONS = 6  # 2 processes on 2 cores get 3 each
 SUBSCRIBING = "experiment-property registry:"  # the worker's last log line before it subscribes
+Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka's produce() takes them
 
 
 def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSettings:
@@ -43,7 +45,7 @@ class Workload:
 
     path: Path
     events: int
-    messages: list[tuple[bytes, int, list[tuple[str, bytes]]]]  # value, timestamp, headers
+    messages: list[tuple[bytes, int, Headers]]  # value, timestamp, headers
 
     @classmethod
     def generate(cls, events: int, users: int, workdir: Path, seed: int = 20_261_124) -> Workload:
@@ -55,7 +57,7 @@ class Workload:
                     break
                 out.write(encode_line(record))
                 total += events_in(record)
-                headers = [(k, v.encode()) for k, v in record.headers.items()]
+                headers: Headers = [(k, v.encode()) for k, v in record.headers.items()]
                 messages.append((record.encoded(), record.timestamp_ms or START_MS, headers))
         return cls(path, total, messages)
 
@@ -73,9 +75,13 @@ class Workload:
         assert producer.flush(120) == 0
 
 
-def new_raw_topic(settings: WorkerSettings, workload: Workload) -> None:
+def new_raw_topic(settings: WorkerSettings, workload: Workload) -> float:
+    """Create the topics and produce the workload into the raw one: the load generator's CPU seconds
+    (this process, librdkafka's threads included)."""
     create_topics(admin_client(settings), settings)
+    started = time.process_time()
     workload.produce(settings.bootstrap_servers, settings.topics.raw)
+    return time.process_time() - started
 
 
 def copy_baseline(settings: WorkerSettings, messages: int) -> float:
@@ -131,8 +137,25 @@ def wait_caught_up(settings: WorkerSettings, timeout_s: float, alive: Any = None
     return time.monotonic() - started
 
 
-def worker_processes_run(settings: WorkerSettings, processes: int, timeout_s: float, workdir: Path) -> float:
-    """Seconds for `processes` worker processes in one group to process the whole raw topic."""
+@dataclass
+class WorkerRun:
+    """One timed worker run: its seconds, and CPU over it (benchmarks/cpu.py): each process's
+    `cpu_s` from the moment it was about to subscribe, `broker_cpu_s`, `idle_cores`; `cpu_total_s`
+    per process from its start (Python start, topic checks, registry read) to just before it was
+    terminated."""
+
+    seconds: float
+    cpu: dict[str, Any]
+    cpu_total_s: list[float | None]
+
+    def figures(self) -> dict[str, Any]:
+        worker_cpu_s = sum(s for s in self.cpu["cpu_s"] if s is not None)
+        return {"seconds": self.seconds, "worker_cpu_s": worker_cpu_s, **self.cpu, "cpu_total_s": self.cpu_total_s}
+
+
+def worker_processes_run(settings: WorkerSettings, processes: int, timeout_s: float, workdir: Path,
+                         broker_pid: int | None = None) -> WorkerRun:
+    """`processes` worker processes in one group process the whole raw topic: seconds and CPU."""
     children, logs = [], []
     for n in range(processes):
         command = worker_command(settings.model_copy(update={"instance_id": f"p{n}"}))
@@ -142,18 +165,65 @@ def worker_processes_run(settings: WorkerSettings, processes: int, timeout_s: fl
     try:
         # The clock starts when every process is about to subscribe (Python started, topics
         # checked, registry read), as Quix's starts when its Application is about to run.
-        while not all(SUBSCRIBING in log.read_text(errors="replace") for log in logs):
-            if any(child.poll() is not None for child in children):
-                raise RuntimeError(f"a worker exited while starting (see {logs})")
-            time.sleep(0.01)
-        started = time.monotonic()
+        subscribing_cpu_s = wait_subscribing(children, logs)
+        window = Window.open([child.pid for child in children], broker_pid, subscribing_cpu_s)
         wait_caught_up(settings, timeout_s, lambda: all(child.poll() is None for child in children))
-        return time.monotonic() - started
+        cpu = window.close()
+        total = [process_cpu_s(child.pid) for child in children]
+        return WorkerRun(cpu["wall_s"], cpu, total)
     finally:
         for child in children:
             child.terminate()
         for child in children:
             child.wait(60)
+
+
+def wait_subscribing(children: list[subprocess.Popen[bytes]], logs: list[Path]) -> list[float | None]:
+    """Wait until every process is about to subscribe; each one's CPU seconds at that moment (the
+    first may start consuming while the others still start, so its CPU counts from its own)."""
+    cpu_s: dict[int, float | None] = {}
+    while len(cpu_s) < len(children):
+        for n, (child, log) in enumerate(zip(children, logs, strict=True)):
+            if n not in cpu_s and SUBSCRIBING in log.read_text(errors="replace"):
+                cpu_s[n] = process_cpu_s(child.pid)
+        if any(child.poll() is not None for child in children):
+            raise RuntimeError(f"a worker exited while starting (see {logs})")
+        time.sleep(0.01)
+    return [cpu_s[n] for n in range(len(children))]
+
+
+# The worker's outputs, by the names the bench prints, and their WorkerSettings.topics fields.
+OUTPUT_TOPICS = {"by-user": "by_user", "enriched": "enriched", "deltas": "deltas", "user-state": "state",
+                 "dedupe": "dedupe", "dlq": "dlq", "registry": "registry"}
+
+
+def committed_records(settings: WorkerSettings, timeout_s: float = 600.0) -> dict[str, int]:
+    """Committed records per output topic: a read_committed consumer from the start of every
+    partition to its end (partition EOF comes at the last stable offset). Offsets also count the
+    transaction markers, so the watermarks alone would overcount."""
+    names = {getattr(settings.topics, field): name for name, field in OUTPUT_TOPICS.items()}
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"count-{uuid.uuid4().hex[:6]}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(timeout=30)
+        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for topic in names
+                      for p in metadata.topics[topic].partitions]
+        consumer.assign(assignment)
+        pending = {(tp.topic, tp.partition) for tp in assignment}
+        counts, deadline = dict.fromkeys(OUTPUT_TOPICS, 0), time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"counting the outputs took over {timeout_s:.0f} s ({len(pending)} partitions left)")
+            for message in consumer.consume(10_000, timeout=0.5):
+                error = message.error()
+                if error is None:
+                    counts[names[message.topic()]] += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((message.topic(), message.partition()))
+        return counts
+    finally:
+        consumer.close()
 
 
 def process_file_run(workload: Workload, settings: WorkerSettings, workdir: Path) -> tuple[float, dict[str, int]]:

@@ -60,6 +60,16 @@ def worker_command() -> list[str]:
     return [str(script)] if script.exists() else [shutil.which("experiment-worker") or "experiment-worker"]
 
 
+def process_file_command(source: Path, out: Path) -> list[str]:
+    """The real `experiment-worker process-file` on `source`, its outputs in `out`."""
+    return [*worker_command(), "process-file", str(source), "--out", str(out), "--now", str(START_MS)]
+
+
+def baseline_command(source: Path, out: Path) -> list[str]:
+    """BASELINE on `source`, writing `out`."""
+    return [sys.executable, "-c", BASELINE, str(source), str(out)]
+
+
 def count_lines(path: Path) -> int:
     with path.open("rb") as lines:
         return sum(1 for _ in lines)
@@ -90,7 +100,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     print(f"input: {written.records:,} records, {written.events:,} events, {args.users:,} users, "
           f"{written.bytes / 1e6:,.0f} MB (generated in {time.perf_counter() - started:.1f} s)")
     out = work / "out"
-    command = [*worker_command(), "process-file", str(source), "--out", str(out), "--now", str(START_MS)]
+    command = process_file_command(source, out)
     seconds, peak, summary = run_child(command)
     outputs = {name: count_lines(out / f"{name}.jsonl") for name in ("events", "deltas", "dlq", "state")}
     print(f"process-file: {seconds:.1f} s   {written.records / seconds:>9,.0f} records/s   "
@@ -99,7 +109,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
           f"{outputs['state']:,} users in state")
     print(f"  {summary.splitlines()[-1] if summary else '(no summary line)'}")
     if not args.no_baseline:
-        base_seconds, base_peak, _ = run_child([sys.executable, "-c", BASELINE, str(source), str(work / "base")])
+        base_seconds, base_peak, _ = run_child(baseline_command(source, work / "base"))
         print(f"baseline (read, decode, re-encode, write): {base_seconds:.1f} s   "
               f"{written.records / base_seconds:>9,.0f} records/s   peak RSS {base_peak / 2**20:,.0f} MiB")
         print(f"  process-file / baseline time = {seconds / base_seconds:.1f}")
