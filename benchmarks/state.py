@@ -119,9 +119,14 @@ def child(settings: WorkerSettings) -> dict[str, Any]:
 
 
 def run_child(settings: WorkerSettings) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.state", "--child", "--settings", settings.model_dump_json()]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=3600).stdout
-    figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    command = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.state", "--child",
+               "--settings", settings.model_dump_json()]
+    child_run = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+    if child_run.returncode != 0:
+        tail = "\n".join(line for line in child_run.stderr.splitlines() if not line.startswith("%"))[-4000:]
+        raise RuntimeError(f"the restore child ({settings.state_store.value}) exited with {child_run.returncode}:\n"
+                           f"{tail}")
+    figures: dict[str, Any] = json.loads(child_run.stdout.strip().splitlines()[-1])
     return figures
 
 

@@ -72,6 +72,9 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
     return config
 
 
+READER_QUEUE_KBYTES = 16 * 1024
+
+
 def reader_config(settings: WorkerSettings, purpose: str) -> dict[str, Any]:
     return {
         **settings.kafka_config(),
@@ -81,6 +84,9 @@ def reader_config(settings: WorkerSettings, purpose: str) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        # A restore runs one reader per partition in parallel: librdkafka's default prefetch queue
+        # (64 MiB each) would make its memory grow with the partitions, for no speed (measured).
+        "queued.max.messages.kbytes": READER_QUEUE_KBYTES,
     }
 
 
