@@ -1,6 +1,8 @@
 """Command-line entry point: one `experiment-worker` command with a subcommand per job.
 
-A bad setting or input file ends the command with one line naming it and exit status 2.
+A bad setting or input file, the topics, the DLQ limit, an unreachable broker: each ends a command
+with one line naming it and the exit status worker/errors.py gives it (2 stop on purpose, 3 Kafka
+unreachable, 4 hung librdkafka calls).
 """
 
 from __future__ import annotations
@@ -110,22 +112,13 @@ def run_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_topics(args: argparse.Namespace) -> int:
-    from worker.runtime.topics import admin_client, check_topics, create_topics, describe_topics
+def run_kafka_command(args: argparse.Namespace) -> int:
+    """`topics`, `state`, `dlq`, `lag`: worker/runtime/commands.py, any Kafka error one line."""
+    from worker.runtime import commands
+    from worker.runtime.broker import kafka_command
 
     settings = settings_from(args)
-    admin = admin_client(settings)
-    if args.action == "create":
-        created = create_topics(admin, settings)
-        print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
-        check_topics(admin, settings)
-    elif args.action == "check":
-        counts = check_topics(admin, settings)
-        print("topics ok: " + ", ".join(f"{name} ({n} partitions)" for name, n in counts.items()))
-    else:
-        for line in describe_topics(admin, settings):
-            print(line)
-    return 0
+    return kafka_command(settings, lambda: int(getattr(commands, args.kafka_handler)(args, settings)))
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
@@ -193,50 +186,20 @@ def run_supervisor(args: argparse.Namespace, settings: WorkerSettings, processes
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_state(args: argparse.Namespace) -> int:
-    from worker.runtime.ops import state_get
-
-    record = state_get(settings_from(args), args.user_key)
-    if record is None:
-        print(f"no state for {args.user_key}", file=sys.stderr)
-        return 1
-    print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
-    return 0
-
-
-def run_dlq(args: argparse.Namespace) -> int:
-    from worker.runtime.ops import dlq_replay, dlq_stats
-
-    settings = settings_from(args)
-    if args.action == "stats":
-        counts = dlq_stats(settings)
-        for reason, count in counts.most_common():
-            print(f"{reason:28} {count:>10,}")
-        print(f"{'total':28} {sum(counts.values()):>10,}")
-    else:
-        replayed = dlq_replay(settings, args.reason, args.dry_run)
-        verb = "would republish" if args.dry_run else "republished"
-        print(f"{verb} {replayed:,} DLQ records to {settings.topics.raw}")
-    return 0
-
-
-def run_lag(args: argparse.Namespace) -> int:
-    from worker.runtime.ops import consumer_lag
-    from worker.runtime.topics import admin_client
-
-    settings = settings_from(args)
-    rows = consumer_lag(settings, admin_client(settings))
-    for topic, partition, done, end, lag in rows:
-        print(f"{topic:45} {partition:>4} committed {done:>12,} end {end:>12,} lag {lag:>10,}")
-    print(f"total lag {sum(row[4] for row in rows):,}")
-    return 0
-
-
 def run_experiments(args: argparse.Namespace) -> int:
     from worker.experiment_report import print_report
+    from worker.runtime.broker import kafka_command
 
-    print_report(settings_from(args), args.flags, args.state)
-    return 0
+    settings = settings_from(args)
+    if args.state is not None:  # from a file: no Kafka
+        print_report(settings, args.flags, args.state)
+        return 0
+
+    def report() -> int:
+        print_report(settings, args.flags, None)
+        return 0
+
+    return kafka_command(settings, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,21 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="create, check or describe the topics of SPEC §1")
     topics.add_argument("action", choices=("create", "check", "describe"))
     add_settings_flags(topics)
-    topics.set_defaults(handler=run_topics)
+    topics.set_defaults(handler=run_kafka_command, kafka_handler="run_topics")
     state = commands.add_parser("state", help="read a user's state from the compacted user-state topic")
     state.add_argument("action", choices=("get",))
     state.add_argument("user_key", help="<project_id>/u:<user_id> or <project_id>/d:<device_id>")
     add_settings_flags(state)
-    state.set_defaults(handler=run_state)
+    state.set_defaults(handler=run_kafka_command, kafka_handler="run_state")
     dlq = commands.add_parser("dlq", help="count DLQ records by reason, or republish them to the raw topic")
     dlq.add_argument("action", choices=("stats", "replay"))
     dlq.add_argument("--reason", help="replay only records with this reason")
     dlq.add_argument("--dry-run", action="store_true", help="count what would be replayed")
     add_settings_flags(dlq)
-    dlq.set_defaults(handler=run_dlq)
+    dlq.set_defaults(handler=run_kafka_command, kafka_handler="run_dlq")
     lag = commands.add_parser("lag", help="the consumer group's lag per input partition")
     add_settings_flags(lag)
-    lag.set_defaults(handler=run_lag)
+    lag.set_defaults(handler=run_kafka_command, kafka_handler="run_lag")
     experiments = commands.add_parser("experiments", help="experiment health: users per variant, SRM p-value")
     experiments.add_argument("action", choices=("report",))
     experiments.add_argument("--state", type=Path, help="a process-file output directory or state.jsonl "
@@ -286,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except WorkerError as exc:
         print(f"experiment-worker: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
 

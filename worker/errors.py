@@ -5,7 +5,11 @@
     ├── InputFileError       a `process-file` input or `--state-in` file is not in the SPEC §11 format
     ├── TopologyError        topics missing or with the wrong partition count / cleanup policy
     ├── DlqLimitExceeded     most input is bad: stop instead of filling the DLQ (SPEC §10)
-    └── KafkaFatalError      a Kafka error that cannot be retried or aborted (classified once)
+    ├── KafkaFatalError      a Kafka error that cannot be retried or aborted (classified once)
+    └── KafkaUnreachable     no broker answered (a command at once, `run` after startup_timeout_s)
+
+`exit_status` is the command's exit status for each: 2 for a stop on purpose (restarting would fail
+the same way), 3 when Kafka could not be reached (restarting later may well work).
 
 Bad input is not an exception: it becomes a DLQ record with a reason code (worker.core.split).
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 class WorkerError(Exception):
     """Root of the worker's own exceptions."""
+
+    exit_status = 2
 
 
 class ConfigError(WorkerError):
@@ -35,3 +41,9 @@ class DlqLimitExceeded(WorkerError):
 
 class KafkaFatalError(WorkerError):
     """A Kafka error that is neither retriable nor abortable."""
+
+
+class KafkaUnreachable(WorkerError):
+    """No broker of `bootstrap_servers` answered; str(error) is one line naming them and the error."""
+
+    exit_status = 3

@@ -94,11 +94,12 @@ def test_the_back_off_grows_with_each_crash_in_a_row() -> None:
     assert delays == list(sv.BACKOFF_S[:3])
 
 
-def test_a_child_that_stops_on_purpose_stops_them_all_with_its_status() -> None:
+@pytest.mark.parametrize("status", [sv.DELIBERATE_EXIT, sv.UNREACHABLE_EXIT])
+def test_a_child_that_stops_on_purpose_or_found_no_broker_stops_them_all_with_its_status(status: int) -> None:
     supervisor, spawned, _ = supervised()
-    spawned[1].status = sv.DELIBERATE_EXIT  # e.g. the DLQ limit, or a bad setting
+    spawned[1].status = status  # e.g. the DLQ limit, a bad setting, or no broker for startup_timeout_s
     supervisor.check()
-    assert supervisor.stopping.is_set() and supervisor.exit_status == sv.DELIBERATE_EXIT
+    assert supervisor.stopping.is_set() and supervisor.exit_status == status
     supervisor.shutdown()
     assert spawned[0].signals == [signal.SIGTERM] and len(spawned) == 2
 

@@ -2,7 +2,8 @@
 
 The runner is handed a `Clients` (arroyo's way: clients passed in), so its loop, commit and
 rebalance logic run in unit tests against fakes, and every librdkafka setting the worker chooses
-is written, with its reason, here and only here.
+is written, with its reason, here and only here. Every client logs through the one librdkafka
+logger (runtime/kafka_log.py), so its lines join the worker's own stream.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from worker.runtime.kafka_log import kafka_logger
 from worker.runtime.settings import GroupProtocol, WorkerSettings
 
 TRANSACTION_CALL_TIMEOUT_S = 30.0
@@ -30,13 +32,23 @@ class Clients(Protocol):
     def reader(self, purpose: str) -> Consumer: ...
 
 
+def common_config(settings: WorkerSettings) -> dict[str, Any]:
+    """What every client sets: the pass-through settings (secrets included: never log this), the
+    servers, and the logger that brings librdkafka's lines into the worker's log stream."""
+    return {**settings.kafka_config(), "bootstrap.servers": settings.bootstrap_servers,
+            "logger": kafka_logger(settings)}
+
+
+def admin_config(settings: WorkerSettings) -> dict[str, Any]:
+    return common_config(settings)
+
+
 def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         # A read_committed fetch waits for data below the last stable offset; librdkafka's 500 ms
         # default then adds up to half a second per stage to the end-to-end latency.
         "fetch.wait.max.ms": 100,
-        **settings.kafka_config(),
-        "bootstrap.servers": settings.bootstrap_servers,
+        **common_config(settings),
         "group.id": settings.group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -60,8 +72,7 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
         # Records wait up to linger_ms to share a batch: fewer, larger produce requests cost the
         # broker far less CPU per record; a transaction's commit flushes them anyway.
         "linger.ms": settings.linger_ms,
-        **settings.kafka_config(),
-        "bootstrap.servers": settings.bootstrap_servers,
+        **common_config(settings),
         # Same partition as Java producers keying by the user key (SPEC §1).
         "partitioner": "murmur2_random",
         "enable.idempotence": True,
@@ -77,8 +88,7 @@ READER_QUEUE_KBYTES = 16 * 1024
 
 def reader_config(settings: WorkerSettings, purpose: str) -> dict[str, Any]:
     return {
-        **settings.kafka_config(),
-        "bootstrap.servers": settings.bootstrap_servers,
+        **common_config(settings),
         "group.id": f"{settings.group_id}.{purpose}",  # never joined nor committed: assign() only
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
@@ -106,7 +116,7 @@ class KafkaClients:
         return producer
 
     def admin(self) -> AdminClient:
-        return AdminClient({**self.settings.kafka_config(), "bootstrap.servers": self.settings.bootstrap_servers})
+        return AdminClient(admin_config(self.settings))
 
     def reader(self, purpose: str) -> Consumer:
         return Consumer(reader_config(self.settings, purpose))

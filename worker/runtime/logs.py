@@ -16,6 +16,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        facility = record.__dict__.get("facility")  # librdkafka's, for its lines (runtime/kafka_log.py)
+        if facility is not None:
+            entry["facility"] = facility
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -16,6 +16,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from worker.errors import KafkaUnreachable
+from worker.runtime.clients import common_config
 from worker.runtime.intake import coordinates, message_headers
 from worker.runtime.restore import restore_consumer
 from worker.runtime.settings import WorkerSettings
@@ -134,8 +136,7 @@ def dlq_replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> i
 
     # murmur2_random, as the upstream producers key (SPEC §1): a replayed unit lands on the
     # partition its key always used.
-    producer = None if dry_run else Producer({**settings.kafka_config(), "partitioner": "murmur2_random",
-                                              "bootstrap.servers": settings.bootstrap_servers})
+    producer = None if dry_run else Producer({**common_config(settings), "partitioner": "murmur2_random"})
     replayed = 0
     # Only the records in the DLQ when the replay starts: a running worker rejects the replayed
     # units again, and those new records must not be read (and replayed) by this same scan.
@@ -154,7 +155,7 @@ def dlq_replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> i
             producer.produce(settings.topics.raw, key=message.key(), value=value, headers=headers or None)
             producer.poll(0)
     if producer is not None and producer.flush(30):
-        raise RuntimeError("dlq replay: some records were not delivered")
+        raise KafkaUnreachable(f"dlq replay: some records were not delivered to {settings.bootstrap_servers} in 30 s")
     return replayed
 
 

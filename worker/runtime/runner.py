@@ -33,6 +33,7 @@ from worker.core.dlq_limit import DlqLimit
 from worker.core.pipeline import Pipeline
 from worker.core.records import UserEvent
 from worker.errors import KafkaFatalError
+from worker.runtime.broker import wait_for_kafka
 from worker.runtime.checkpoint import Checkpoint, rewind_unhandled
 from worker.runtime.clients import Clients, KafkaClients
 from worker.runtime.clock import Clock, SystemClock
@@ -79,7 +80,8 @@ class Worker:
 
     # ---- life cycle -------------------------------------------------------------------------
     def run(self) -> None:
-        self.start()
+        if not self.start():
+            return  # SIGTERM while it waited for Kafka
         clean = False
         try:
             while not self.stopping.is_set():
@@ -89,17 +91,22 @@ class Worker:
             self.running = False
             self.shutdown(commit=clean)
 
-    def start(self) -> None:
-        settings = self.settings
-        log.info("experiment-worker %s, %s, instance %s", __version__, describe(), settings.instance_id)
+    def start(self) -> bool:
+        """Wait for Kafka (/readyz false, /healthz fine), check the topics, open the clients."""
+        log.info("experiment-worker %s, %s, instance %s", __version__, describe(), self.settings.instance_id)
         admin = self.clients.admin()
-        log.info("topics checked: %s", check_topics(admin, settings))
-        configure_group(admin, settings)
+        if not wait_for_kafka(admin, self.settings, self.clock, self.stopping, self.tick):
+            return False
+        log.info("topics checked: %s", check_topics(admin, self.settings))
+        configure_group(admin, self.settings)
         self.open()
+        return True
+
+    def tick(self) -> None:
+        self.last_loop = self.clock.monotonic()
 
     def open(self) -> None:
-        """The clients of a run: the producer, the registry follower (read to its end), and the
-        group subscription."""
+        """The clients of a run: the producer, the registry follower (read to its end), the subscription."""
         settings = self.settings
         self.sink = Sink(self.clients, settings.exactly_once)
         self.emitter = Emitter(settings, self.metrics, self.sink, self.partitions.health)
@@ -125,7 +132,7 @@ class Worker:
 
     def poll_once(self) -> None:
         """One turn of the loop: install restores, handle what came, commit when due, periodic work."""
-        assert self.consumer is not None and self.follower is not None
+        assert self.consumer is not None and self.follower is not None and self.sink is not None
         self.last_loop = self.clock.monotonic()
         if self.last_loop - self.loop_shown >= LOOP_GAUGE_EVERY_S:  # what a supervisor's /healthz reads
             self.loop_shown = self.last_loop
@@ -139,6 +146,7 @@ class Worker:
             with self.metrics.batch_seconds.time():
                 self.handle_all(messages)
         self.follower.poll(0)
+        self.sink.poll()  # a producer's log lines (and at-least-once deliveries) come on poll
         now = self.clock.monotonic()
         if now - self.pruned_at >= PRUNE_EVERY_S:
             self.pruned_at = now

@@ -126,6 +126,11 @@ class WorkerSettings(BaseSettings):
     # The decoded users held in memory, in front of the store (estimated bytes, shared by a process's
     # partitions).
     state_cache_bytes: int = Field(default=256 * 2**20, ge=0)
+    # How long `run` waits for a broker to answer at start (/readyz false, a line per attempt)
+    # before it exits with status 3 (Kafka unreachable): a restart by the orchestrator then says so.
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+    # librdkafka's log lines: at most one of each kind (level, facility) this often; 0 lets all through.
+    kafka_log_interval_s: float = Field(default=30.0, ge=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     formats: dict[str, Format] = Field(default_factory=dict)
     kafka: dict[str, str] = Field(default_factory=dict)

@@ -150,5 +150,8 @@ class Sink:
         if after > self.delivered.get(key, 0):
             self.delivered[key] = after
 
+    def poll(self) -> None:
+        self.producer.poll(0)
+
     def close(self, timeout_s: float) -> None:
         self.producer.flush(timeout_s)

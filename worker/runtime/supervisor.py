@@ -7,6 +7,9 @@ crashes (after a back-off), forwards SIGTERM and SIGINT, and serves the children
 merged (prometheus-client's multiprocess mode: each child writes its samples to files in a
 directory the supervisor owns and reads). A child that stops on purpose (exit status 2: a bad
 setting, the topics, the DLQ limit) stops them all, with its status: restarting would fail again.
+So does a child that found no broker for `startup_timeout_s` (exit status 3): the children share
+the bootstrap servers, so restarting it here would only hide the outage from the orchestrator,
+whose restart (with its own back-off) a single process gets too.
 
 Children die with the supervisor (PR_SET_PDEATHSIG), so a SIGKILLed supervisor leaves none behind.
 """
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 SUPERVISED_ENV = "EXPERIMENT_WORKER_SUPERVISED"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DELIBERATE_EXIT = 2  # a WorkerError: the cli's exit status for a stop on purpose
+UNREACHABLE_EXIT = 3  # KafkaUnreachable: no broker answered for startup_timeout_s
+STOP_ALL = {DELIBERATE_EXIT: "stopped on purpose", UNREACHABLE_EXIT: "could not reach Kafka"}
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER_S = 60.0  # a child up this long has its back-off reset
 PR_SET_PDEATHSIG = 1
@@ -102,9 +107,10 @@ class Supervisor:
                 if now - child.started_at >= STABLE_AFTER_S:
                     child.restarts = 0
                 continue
-            if status == DELIBERATE_EXIT:
-                log.error("worker process %d stopped on purpose (exit status 2): stopping all", child.number)
-                self.exit_status = DELIBERATE_EXIT
+            if status in STOP_ALL:
+                log.error("worker process %d %s (exit status %d): stopping all", child.number, STOP_ALL[status],
+                          status)
+                self.exit_status = status
                 self.stopping.set()
                 return
             delay = BACKOFF_S[min(child.restarts, len(BACKOFF_S) - 1)]

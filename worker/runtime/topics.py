@@ -19,6 +19,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from worker.errors import ConfigError, TopologyError
+from worker.runtime.clients import admin_config
 from worker.runtime.settings import GroupProtocol, WorkerSettings
 
 WEEK_MS = 7 * 86_400_000
@@ -51,7 +52,7 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
 
 
 def admin_client(settings: WorkerSettings) -> AdminClient:
-    return AdminClient({**settings.kafka_config(), "bootstrap.servers": settings.bootstrap_servers})
+    return AdminClient(admin_config(settings))
 
 
 def create_topics(admin: AdminClient, settings: WorkerSettings) -> list[str]:
