@@ -20,6 +20,7 @@ from worker.core.experiments import ASSIGNMENT, EXPOSURE, IMPRESSION, exposure_p
 from worker.core.identity import is_project_id, is_usable_id, user_key
 from worker.core.operations import invalid_operation
 from worker.core.records import DlqRecord, RawMessage, Source, UserEvent
+from worker.core.syntax import JSON, NOT_JSON, check_json
 from worker.core.values import DEEP, FINE, LONG, JsonObject, encode_unit, scan, truncate_strings
 
 DEFAULT_PROJECT = "default"
@@ -73,6 +74,13 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
     if value is None:
         return Rejection(reasons.MALFORMED_JSON, "the message has no value")
     too_large = len(value) > config.max_message_bytes
+    if too_large and message.decoded is None:
+        # Not JSON comes first (§2), so the value is read, but nothing of one rejected whole is built.
+        verdict, problem = check_json(value)
+        if verdict == NOT_JSON:
+            return Rejection(reasons.MALFORMED_JSON, f"not UTF-8 JSON: {problem}")
+        if verdict == JSON:
+            return too_large_rejection(value, config)
     try:
         decoded: Any = orjson.loads(value) if message.decoded is None else message.decoded
     except orjson.JSONDecodeError as exc:
@@ -82,9 +90,7 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
         if not too_large:
             return Rejection(reasons.INVALID_EVENT, f"nesting deeper than {config.max_depth}: {exc}")
     if too_large:
-        return Rejection(
-            reasons.PAYLOAD_TOO_LARGE, f"{len(value)} bytes is over the {config.max_message_bytes} byte limit"
-        )
+        return too_large_rejection(value, config)
     if type(decoded) is not dict:
         return Rejection(reasons.INVALID_ENVELOPE, f"the value is a JSON {type(decoded).__name__}, not an object")
     events = decoded.get("events", [])
@@ -96,6 +102,10 @@ def decode_message(message: RawMessage, config: CoreConfig) -> JsonObject | Reje
             f"{len(events)} events is over the {config.max_events_per_message} event limit",
         )
     return decoded
+
+
+def too_large_rejection(value: bytes, config: CoreConfig) -> Rejection:
+    return Rejection(reasons.PAYLOAD_TOO_LARGE, f"{len(value)} bytes is over the {config.max_message_bytes} byte limit")
 
 
 def split_envelope(message: RawMessage, envelope: JsonObject, config: CoreConfig, judge: Judge) -> Split:
