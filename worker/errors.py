@@ -6,10 +6,12 @@
     ├── TopologyError        topics missing or with the wrong partition count / cleanup policy
     ├── DlqLimitExceeded     most input is bad: stop instead of filling the DLQ (SPEC §10)
     ├── KafkaFatalError      a Kafka error that cannot be retried or aborted (classified once)
-    └── KafkaUnreachable     no broker answered (a command at once, `run` after startup_timeout_s)
+    ├── KafkaUnreachable     no broker answered (a command at once, `run` after startup_timeout_s)
+    └── KafkaCallsHung       too many abandoned librdkafka calls are still blocked: restart
 
 `exit_status` is the command's exit status for each: 2 for a stop on purpose (restarting would fail
-the same way), 3 when Kafka could not be reached (restarting later may well work).
+the same way), 3 when Kafka could not be reached (restarting later may well work), 4 when only a
+restart frees what hung calls hold.
 
 Bad input is not an exception: it becomes a DLQ record with a reason code (worker.core.split).
 """
@@ -47,3 +49,9 @@ class KafkaUnreachable(WorkerError):
     """No broker of `bootstrap_servers` answered; str(error) is one line naming them and the error."""
 
     exit_status = 3
+
+
+class KafkaCallsHung(WorkerError):
+    """More than `max_hung_calls` abandoned librdkafka calls are blocked, each holding a client."""
+
+    exit_status = 4

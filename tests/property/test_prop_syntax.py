@@ -90,8 +90,8 @@ def test_the_check_says_what_orjson_says(value: bytes) -> None:
     assert (problem != "") == (verdict == NOT_JSON)
 
 
-@pytest.mark.parametrize("value", [b"1", b'"x"', b"[]", b"{}", b" [1] ", b"-0", b"1E+2", b"123456789012345678901234567890",
-                                   b'{"a":{"b":{"c":{"d":{"e":[1]}}}}}'])
+@pytest.mark.parametrize("value", [b"1", b'"x"', b"[]", b"{}", b" [1] ", b"-0", b"1E+2",
+                                   b"123456789012345678901234567890", b'{"a":{"b":{"c":{"d":{"e":[1]}}}}}'])
 def test_json_is_json(value: bytes) -> None:
     assert check_json(value) == (JSON, "")
 

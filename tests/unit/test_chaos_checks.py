@@ -10,7 +10,8 @@ import pytest
 
 from dev.chaos import ChaosPlan
 from dev.verify import Outputs, diff
-from worker.runtime.kafka_errors import CallHung, bounded
+from worker.errors import KafkaCallsHung
+from worker.runtime.kafka_errors import CallHung, Watchdog
 
 
 def outputs(events: list[dict[str, object]], state: dict[str, object] | None = None) -> Outputs:
@@ -56,16 +57,27 @@ def test_the_schedule_is_seeded_and_holds_every_fault() -> None:
     assert all(0 < at < 70 for at, _ in schedule)
 
 
-def test_bounded_returns_the_result_or_raises_the_error() -> None:
-    assert bounded(1.0, "add", lambda a, b: a + b, 2, 3) == 5
+def test_the_watchdog_returns_the_result_or_raises_the_error() -> None:
+    assert Watchdog().call(1.0, "add", lambda a, b: a + b, 2, 3) == 5
     with pytest.raises(ZeroDivisionError):
-        bounded(1.0, "divide", lambda: 1 / 0)
+        Watchdog().call(1.0, "divide", lambda: 1 / 0)
 
 
-def test_bounded_cuts_off_a_call_that_hangs() -> None:
+def test_the_watchdog_cuts_off_a_call_that_hangs_and_keeps_at_most_its_limit_blocked() -> None:
     release = threading.Event()
+    counted: list[str] = []
+    watchdog = Watchdog(limit=2, on_abandoned=counted.append)
     started = time.monotonic()
-    with pytest.raises(CallHung, match="stuck did not return within"):
-        bounded(0.2, "stuck", release.wait)
-    assert time.monotonic() - started < 5
-    release.set()
+    for _ in range(2):
+        with pytest.raises(CallHung, match="stuck did not return within"):
+            watchdog.call(0.1, "stuck", release.wait)
+    assert time.monotonic() - started < 5 and watchdog.blocked() == 2
+    with pytest.raises(KafkaCallsHung, match="3 abandoned librdkafka calls are blocked") as error:
+        watchdog.call(0.1, "stuck", release.wait)
+    assert error.value.exit_status == 4 and counted == ["stuck"] * 3
+    release.set()  # the calls return at last: their threads, and what they held, are gone
+    for _ in range(50):
+        if watchdog.blocked() == 0:
+            break
+        time.sleep(0.02)
+    assert watchdog.blocked() == 0

@@ -46,6 +46,7 @@ experiment_worker_srm_critical_chi_square{project,flag}
 experiment_worker_variant_switches_total{project,flag}
 experiment_worker_custom_exposures_total{project,flag}
 experiment_worker_exposure_before_property_total{project,flag}
+experiment_worker_abandoned_calls_total{call}
 """
 
 

@@ -18,7 +18,8 @@ from tests.support.fakes import FakeClients, FakeConsumer, FakeMessage, FakeProd
 from tests.support.settings import offline_settings
 from tests.support.workers import idle_worker
 from worker.core.records import state_record
-from worker.errors import DlqLimitExceeded
+from worker.errors import DlqLimitExceeded, KafkaCallsHung
+from worker.runtime.kafka_errors import Watchdog
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult
 from worker.runtime.runner import Worker
@@ -188,3 +189,31 @@ def test_experiment_health_counts_committed_work_and_follows_the_partitions(tmp_
     assert sample("experiment_users", variant="treatment") == 1
     worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
     assert (sample("experiment_users", variant="treatment"), sample("experiment_users", variant="control")) == (0, 1)
+
+
+class QuickWatchdog(Watchdog):
+    """The sink's watchdog, taking a call as hung after 50 ms instead of its 40 s."""
+
+    def call(self, timeout_s: float, what: str, call: Any, *args: Any) -> Any:
+        return super().call(0.05, what, call, *args)
+
+
+def test_a_hung_commit_abandons_the_producer_counts_it_and_past_the_limit_stops_for_a_restart() -> None:
+    worker, clients, _ = opened(commit_every_messages=1, commit_interval_ms=60_000, max_hung_calls=1)
+    assert worker.sink is not None
+    worker.sink.watchdog = QuickWatchdog(1, worker.metrics.count_abandoned)
+    release = threading.Event()
+    producer(clients).send_offsets_to_transaction = lambda *args: release.wait()  # type: ignore[method-assign]
+    clients.consumer_.queued = [[by_user(3, plan="free")]]
+    worker.poll_once()  # hung: the producer is abandoned for a new one, the batch rewound
+    assert len(clients.producers) == 2 and clients.producers[0].produced == []
+    assert (BY_USER, 0, 3) in clients.consumer_.seeks
+    abandoned = {"call": "send_offsets_to_transaction"}
+    assert worker.metrics.registry.get_sample_value("experiment_worker_abandoned_calls_total", abandoned) == 1
+    producer(clients).send_offsets_to_transaction = lambda *args: release.wait()  # type: ignore[method-assign]
+    clients.consumer_.queued = [[by_user(3, plan="free")]]
+    with pytest.raises(KafkaCallsHung):  # two blocked at once, one over the limit: exit 4, restart
+        worker.poll_once()
+    assert worker.metrics.registry.get_sample_value("experiment_worker_abandoned_calls_total", abandoned) == 2
+    assert worker.sink.in_transaction is False  # shutdown will not wait on the hung producer
+    release.set()

@@ -97,6 +97,8 @@ class Metrics:
                                     "oldest of the processes)", mode="livemin")
         self.ready = gauge("ready", "1 when every assigned partition is restored (of every process)", mode="livemin")
         self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ", mode="livemax")
+        self.abandoned_calls = counter("abandoned_calls_total", "librdkafka calls given up on as hung, each "
+                                       "leaving a blocked thread and its client behind", ("call",))
 
     def _flag_families(self, max_exposure_series: int) -> None:
         """The families labelled by flag, each with a bound on its series. Exposures: by
@@ -136,6 +138,9 @@ class Metrics:
                 labels = (project, OTHER, OTHER)
             self._exposure_series.add(labels)
         self.exposures.labels(*labels).inc(amount)
+
+    def count_abandoned(self, call: str) -> None:
+        self.abandoned_calls.labels(call).inc()
 
     def add_tally(self, tally: Tally[tuple[Counter, tuple[str, ...]]]) -> None:
         """Add a batch's counts, gathered per (counter, labels) while the batch ran, once it committed:

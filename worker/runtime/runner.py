@@ -108,7 +108,7 @@ class Worker:
     def open(self) -> None:
         """The clients of a run: the producer, the registry follower (read to its end), the subscription."""
         settings = self.settings
-        self.sink = Sink(self.clients, settings.exactly_once)
+        self.sink = Sink(self.clients, settings.exactly_once, settings.max_hung_calls, self.metrics.count_abandoned)
         self.emitter = Emitter(settings, self.metrics, self.sink, self.partitions.health)
         self.intake = Intake(self.pipeline, self.emitter, self.dlq_limit)
         self.follower = RegistryFollower(settings, self.clients, self.pipeline.registry)

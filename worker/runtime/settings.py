@@ -132,6 +132,9 @@ class WorkerSettings(BaseSettings):
     # librdkafka's log lines: at most one of each kind (level, facility) this often; 0 lets all through.
     kafka_log_interval_s: float = Field(default=30.0, ge=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    # Hung transactional calls abandoned with their producer (librdkafka#5456) still blocked at once:
+    # one more and the process exits with status 4 for a restart (runtime/kafka_errors.py).
+    max_hung_calls: int = Field(default=3, ge=0)
     formats: dict[str, Format] = Field(default_factory=dict)
     kafka: dict[str, str] = Field(default_factory=dict)
     kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict)

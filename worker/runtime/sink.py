@@ -9,12 +9,14 @@ old); `abort` drops what the batch wrote. At-least-once, `commit` flushes and ch
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from worker.errors import KafkaCallsHung
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
-from worker.runtime.kafka_errors import CallHung, ErrorClass, bounded, classify
+from worker.runtime.kafka_errors import CallHung, ErrorClass, Watchdog, classify
 
 log = logging.getLogger(__name__)
 HUNG_MARGIN_S = 10.0  # past its own timeout, a transactional call is taken as hung
@@ -26,10 +28,14 @@ class ProduceFailed(Exception):
 
 
 class Sink:
-    __slots__ = ("_delivery_error", "clients", "delivered", "exactly_once", "in_transaction", "produced", "producer")
+    __slots__ = ("_delivery_error", "clients", "delivered", "exactly_once", "in_transaction", "produced", "producer",
+                 "watchdog")
 
-    def __init__(self, clients: Clients, exactly_once: bool) -> None:
+    def __init__(self, clients: Clients, exactly_once: bool, max_hung_calls: int = 3,
+                 on_abandoned: Callable[[str], None] = lambda what: None) -> None:
+        """`max_hung_calls`, `on_abandoned`: the transactional calls' watchdog (runtime/kafka_errors.py)."""
         self.clients, self.exactly_once = clients, exactly_once
+        self.watchdog = Watchdog(max_hung_calls, on_abandoned)
         self.producer: Producer = clients.producer()
         self.in_transaction = False
         self.produced: dict[str, int] = {}  # records written this batch, per topic
@@ -83,11 +89,15 @@ class Sink:
             try:
                 if not self.in_transaction:
                     self.begin()
-                bounded(hung_after, "send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
-                        offsets, group, TRANSACTION_CALL_TIMEOUT_S)
-                bounded(hung_after, "commit_transaction", self.producer.commit_transaction,
-                        TRANSACTION_CALL_TIMEOUT_S)
+                self.watchdog.call(hung_after, "send_offsets_to_transaction",
+                                   self.producer.send_offsets_to_transaction, offsets, group,
+                                   TRANSACTION_CALL_TIMEOUT_S)
+                self.watchdog.call(hung_after, "commit_transaction", self.producer.commit_transaction,
+                                   TRANSACTION_CALL_TIMEOUT_S)
                 return True
+            except KafkaCallsHung:
+                self.in_transaction = False  # the hung producer's transaction: the broker's (fenced or timed out)
+                raise
             except (CallHung, ProduceFailed) as exc:
                 log.error("%s: abandoning this producer for a new one (librdkafka#5456)", exc)
                 self.abort(recreate=True)
