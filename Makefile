@@ -107,7 +107,8 @@ prometheus: setup tools
 
 # The long form of tests/integration/test_chaos.py, on a broker of its own (it restarts it).
 CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --instances 3 --kills 30 --restore-kills 5 --wipes 3 --leaves 6 \
-	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --finish-timeout-s 600
+	--zombies 4 --broker-sigterms 3 --broker-sigkills 3 --net-cuts-short 3 --net-cuts-long 2 --net-blackholes 2 \
+	--net-latency 3 --finish-timeout-s 600
 chaos: build jars
 	$(BIN)/python -m dev.chaos $(CHAOS_FLAGS)
 

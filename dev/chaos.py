@@ -5,10 +5,13 @@ A producer writes a generated stream (many users, experiment events, user-proper
 some bad input) into the raw topic for `duration_s` while 2-3 worker processes in one group are
 killed with SIGKILL, stopped with SIGTERM, started again, frozen with SIGSTOP until their
 partitions move (zombies) and resumed, and the broker itself is restarted with SIGTERM and SIGKILL.
-A seeded schedule decides what happens when. At the end the read_committed outputs and the
-compacted state are compared with `process-file` on the raw topic's records: lost, duplicated
-and wrong records are counted, and each must be 0. A worker that exits by itself (a crash: it
-should ride out every one of these faults) is counted too, and restarted as a supervisor would.
+With network faults in the plan, the workers reach the broker through a fault proxy
+(dev/netproxy.py) that cuts their connections for less and for more than the session timeout,
+blackholes them, and slows them down. A seeded schedule decides what happens when. At the end
+the read_committed outputs and the compacted state are compared with `process-file` on the raw
+topic's records: lost, duplicated and wrong records are counted, and each must be 0. A worker
+that exits by itself (a crash: it should ride out every one of these faults) is counted too, and
+restarted as a supervisor would.
 
 The short form runs in `make test` (tests/integration/test_chaos.py); the long form is `make chaos`.
 """
@@ -31,6 +34,7 @@ from typing import Any
 from dev import kafka
 from dev.kafka import LocalBroker
 from dev.loadgen import StreamGenerator
+from dev.netproxy import NETWORK_ACTIONS, FaultProxy, network_fault, proxied_broker
 from dev.verify import (
     StreamWriter,
     count_records,
@@ -44,7 +48,7 @@ from dev.verify import (
 from dev.workers import Instance, settings_for, worker_command
 from worker.runtime.topics import admin_client, create_topics
 
-ACTIONS = ("kill", "restore-kill", "wipe", "leave", "join", "zombie", "broker-term", "broker-kill")
+ACTIONS = ("kill", "restore-kill", "wipe", "leave", "join", "zombie", "broker-term", "broker-kill", *NETWORK_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,24 @@ class ChaosPlan:
     zombies: int = 1
     broker_sigterms: int = 0
     broker_sigkills: int = 0
+    net_cuts_short: int = 0  # connections reset and refused for less than the session timeout
+    net_cuts_long: int = 0  # ... for longer: every member is fenced and joins again
+    net_blackholes: int = 0  # nothing gets through, nothing is refused, for about a session timeout
+    net_latency: int = 0  # 50-300 ms each way for 5-10 s
     session_timeout_ms: int = 6000
     finish_timeout_s: float = 300.0
+
+    @property
+    def network_faults(self) -> int:
+        return self.net_cuts_short + self.net_cuts_long + self.net_blackholes + self.net_latency
 
     def schedule(self) -> list[tuple[float, str]]:
         """(seconds from the start, action), spread over the run with a seeded jitter."""
         actions = (["kill"] * self.kills + ["restore-kill"] * self.restore_kills + ["wipe"] * self.wipes
                    + ["leave"] * self.leaves + ["zombie"] * self.zombies
-                   + ["broker-term"] * self.broker_sigterms + ["broker-kill"] * self.broker_sigkills)
+                   + ["broker-term"] * self.broker_sigterms + ["broker-kill"] * self.broker_sigkills
+                   + ["net-cut-short"] * self.net_cuts_short + ["net-cut-long"] * self.net_cuts_long
+                   + ["net-blackhole"] * self.net_blackholes + ["net-latency"] * self.net_latency)
         chance = random.Random(self.seed)
         chance.shuffle(actions)
         step = self.duration_s / (len(actions) + 1)
@@ -87,6 +101,7 @@ class Tally:
     joins: int = 0
     zombies: int = 0
     broker_restarts: dict[str, int] = field(default_factory=lambda: {"SIGTERM": 0, "SIGKILL": 0})
+    network: dict[str, int] = field(default_factory=dict)  # network faults by action
     crashes: list[str] = field(default_factory=list)  # instances that exited without being told to
     raw_records: int = 0
     records_checked: int = 0
@@ -101,11 +116,15 @@ class Tally:
 
 
 class Chaos:
-    def __init__(self, plan: ChaosPlan, bootstrap: str, workdir: Path, broker: LocalBroker | None) -> None:
-        self.plan, self.workdir, self.broker = plan, workdir, broker
+    def __init__(self, plan: ChaosPlan, bootstrap: str, workdir: Path, broker: LocalBroker | None,
+                 proxy: FaultProxy | None = None) -> None:
+        self.plan, self.workdir, self.broker, self.proxy = plan, workdir, broker, proxy
         self.settings = settings_for(
             bootstrap, f"chaos{uuid.uuid4().hex[:6]}", partitions=plan.partitions, transaction_timeout_ms=10_000,
             commit_interval_ms=100, session_timeout_ms=plan.session_timeout_ms, heartbeat_interval_ms=1000)
+        # The producer and the checks reach the broker itself, never through the fault proxy.
+        self.harness = self.settings.model_copy(
+            update={"bootstrap_servers": broker.reachable if broker is not None else bootstrap})
         self.instances = [
             Instance(f"i{n}", worker_command(self.settings.model_copy(update={"instance_id": f"i{n}"})),
                      workdir / f"i{n}.log")
@@ -161,10 +180,24 @@ class Chaos:
             kafka.restart(self.broker, how, down_s)
             self.tally.broker_restarts[how.name] += 1
             self.say("broker back")
+        elif action.startswith("net-") and self.proxy is not None:
+            self.network(self.proxy, action)
         for instance in self.stopped():  # whoever left joins again at the next step
             instance.start()
             self.tally.joins += 1
             self.say(f"{instance.name} joined")
+
+    def network(self, proxy: FaultProxy, action: str) -> None:
+        """A network fault between the workers and the broker, watched to its end."""
+        what, seconds = network_fault(proxy, action, self.chance, self.plan.session_timeout_ms / 1000)
+        self.say(f"network: {what}")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            self.supervise()
+        proxy.set_latency(0.0)
+        self.tally.network[action] = self.tally.network.get(action, 0) + 1
+        self.say("network: healed")
 
     def kill_restoring(self, victim: Instance) -> None:
         """SIGKILL, restart, and SIGKILL again while it restores (its stores half written), restart."""
@@ -202,10 +235,10 @@ class Chaos:
 
     def run(self) -> Tally:
         started = time.monotonic()
-        create_topics(admin_client(self.settings), self.settings)
+        create_topics(admin_client(self.harness), self.harness)
         generator = StreamGenerator(seed=self.plan.seed, users=self.plan.users, bad_share=0.01)
         records = list(generator.records(self.plan.events))
-        writer = StreamWriter(self.settings, records, self.plan.duration_s)
+        writer = StreamWriter(self.harness, records, self.plan.duration_s)
         live = self.instances[: max(2, self.plan.instances - 1)]  # the last one joins later
         for instance in live:
             instance.start()
@@ -235,7 +268,7 @@ class Chaos:
         return self.tally
 
     def check(self) -> None:
-        raw = read_topic(self.settings.bootstrap_servers, self.settings.topics.raw, timeout_s=120)
+        raw = read_topic(self.harness.bootstrap_servers, self.settings.topics.raw, timeout_s=120)
         self.tally.raw_records = len(raw)
         expected = offline_outputs(raw, Path(tempfile.mkdtemp(dir=self.workdir)), self.settings.core_config())
         counts = count_records(expected)
@@ -244,31 +277,37 @@ class Chaos:
         while True:
             self.supervise()
             try:
-                wait_for_outputs(self.settings, expected_counts(self.settings, expected), timeout_s=5)
+                wait_for_outputs(self.harness, expected_counts(self.settings, expected), timeout_s=5)
                 break
             except AssertionError:
                 if time.monotonic() > deadline:
                     self.say("outputs incomplete at the deadline: counting what is missing")
                     break
         time.sleep(1.0)  # anything late (a zombie's write) would land now
-        got = kafka_outputs(self.settings)
+        got = kafka_outputs(self.harness)
         self.tally.records_checked = sum(counts.values()) + len(expected.state)
         self.tally.lost, self.tally.duplicated, self.tally.wrong = diff(expected, got)
 
 
 def run_chaos(plan: ChaosPlan, bootstrap: str | None, workdir: Path) -> Tally:
-    """Run `plan`; on `bootstrap` when given (no broker restarts then), else on a broker of its own."""
-    broker = None
+    """Run `plan`; on `bootstrap` when given (no broker restarts nor network faults then), else on a
+    broker of its own (behind a fault proxy when the plan has network faults)."""
+    broker, proxy = None, None
     if bootstrap is None:
-        broker = kafka.start_broker(workdir / "broker")
+        if plan.network_faults:
+            broker, proxy = proxied_broker(workdir / "broker")
+        else:
+            broker = kafka.start_broker(workdir / "broker")
         bootstrap = broker.bootstrap
-    elif plan.broker_sigterms or plan.broker_sigkills:
-        raise ValueError("broker restarts need the suite's own broker: do not pass a bootstrap")
+    elif plan.broker_sigterms or plan.broker_sigkills or plan.network_faults:
+        raise ValueError("broker restarts and network faults need the suite's own broker: do not pass a bootstrap")
     try:
-        return Chaos(plan, bootstrap, workdir, broker).run()
+        return Chaos(plan, bootstrap, workdir, broker, proxy).run()
     finally:
         if broker is not None:
             broker.stop()
+        if proxy is not None:
+            proxy.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     restarts = tally.broker_restarts
     print(f"\n{tally.kills} SIGKILLs ({tally.restore_kills} in a restore, {tally.wipes} with state_dir wiped), "
           f"{tally.leaves} leaves, {tally.joins} joins, {tally.zombies} zombies, "
-          f"{restarts['SIGTERM']} broker SIGTERMs, {restarts['SIGKILL']} broker SIGKILLs in {tally.seconds:.0f} s")
+          f"{restarts['SIGTERM']} broker SIGTERMs, {restarts['SIGKILL']} broker SIGKILLs, "
+          f"network faults {tally.network or 'none'} in {tally.seconds:.0f} s")
     print(f"{tally.raw_records:,} raw records; {tally.records_checked:,} output records and states checked: "
           f"{tally.lost} lost, {tally.duplicated} duplicated, {tally.wrong} wrong; {len(tally.crashes)} crashes")
     for crash in tally.crashes:

@@ -22,18 +22,31 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(broker_port: int, controller_port: int, log_dir: Path) -> str:
-    """server.properties for one node that is both broker and KRaft controller, on 127.0.0.1."""
+def render_server_properties(broker_port: int, controller_port: int, log_dir: Path,
+                             proxy: tuple[int, int] | None = None) -> str:
+    """server.properties for one node that is both broker and KRaft controller, on 127.0.0.1.
+
+    `proxy` (advertised port, direct port): the client listener is advertised at a fault proxy's
+    port (dev/netproxy.py), which forwards to `broker_port`; a second listener, DIRECT, is
+    advertised as itself for what must not go through the proxy: the broker's own inter-broker
+    traffic (transaction markers) and the test harness's producer and readers. A client is told the
+    addresses of the listener it asked on, so each stays on its own path."""
     listeners = f"PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}"
+    advertised, inter_broker = listeners, "PLAINTEXT"
+    if proxy is not None:
+        proxy_port, direct_port = proxy
+        listeners += f",DIRECT://127.0.0.1:{direct_port}"
+        advertised = listeners.replace(f"PLAINTEXT://127.0.0.1:{broker_port}", f"PLAINTEXT://127.0.0.1:{proxy_port}")
+        inter_broker = "DIRECT"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
         "listeners": listeners,
-        "advertised.listeners": listeners,  # `format --standalone` reads the controller's address here
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "advertised.listeners": advertised,  # `format --standalone` reads the controller's address here
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,DIRECT:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": inter_broker,
         "log.dirs": str(log_dir.resolve()),
         "num.partitions": "1",
         "default.replication.factor": "1",

@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dev.children import free_ports
 from dev.errors import LocalBrokerError, PortInUseError
 from dev.files import RUN_DIR, write_json
 from dev.kafka.config import choose_ports, new_cluster_id, render_server_properties
@@ -39,15 +40,18 @@ DATA_DIR_PREFIX = "kafka-data-"
 UNRECORDED_DIR_GRACE_S = 600.0
 
 
-def start_broker(data_root: Path | None = None, port: int | None = None) -> LocalBroker:
+def start_broker(data_root: Path | None = None, port: int | None = None,
+                 advertised_port: int | None = None) -> LocalBroker:
     """Start a new broker in a fresh data dir under `data_root` (default .run/) on free loopback ports.
 
-    Independent of the broker `up` records. On Linux the broker ends when the calling thread dies.
+    `advertised_port`: clients are sent to that port, where a fault proxy (dev/netproxy.py) forwards
+    to the broker's `port`; the broker's `direct` address bypasses it. Independent of the broker
+    `up` records. On Linux the broker ends when the calling thread dies.
     """
-    return start(data_root or RUN_DIR, port, tie_to_caller=True)
+    return start(data_root or RUN_DIR, port, tie_to_caller=True, advertised_port=advertised_port)
 
 
-def start(data_root: Path, port: int | None, tie_to_caller: bool) -> LocalBroker:
+def start(data_root: Path, port: int | None, tie_to_caller: bool, advertised_port: int | None = None) -> LocalBroker:
     java = require_java()
     lib_dir = fetch_jars()
     data_root = data_root.resolve()  # absolute: log.dirs, and how a broker's command line names its dir
@@ -55,29 +59,33 @@ def start(data_root: Path, port: int | None, tie_to_caller: bool) -> LocalBroker
     sweep_stale_data_dirs(data_root)
     if port is None:  # a free port can be taken by another process before the broker binds it: retry once
         with contextlib.suppress(PortInUseError):
-            return start_once(java, lib_dir, data_root, port, tie_to_caller)
-    return start_once(java, lib_dir, data_root, port, tie_to_caller)
+            return start_once(java, lib_dir, data_root, port, tie_to_caller, advertised_port)
+    return start_once(java, lib_dir, data_root, port, tie_to_caller, advertised_port)
 
 
-def start_once(java: str, lib_dir: Path, data_root: Path, port: int | None, tie_to_caller: bool) -> LocalBroker:
+def start_once(java: str, lib_dir: Path, data_root: Path, port: int | None, tie_to_caller: bool,
+               advertised_port: int | None = None) -> LocalBroker:
     started = time.monotonic()
     broker_port, controller_port = choose_ports(port)
+    direct_port = free_ports(1)[0] if advertised_port is not None else None
     data_dir = Path(tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=data_root))
     broker: LocalBroker | None = None
     try:
         properties = data_dir / "server.properties"
-        properties.write_text(render_server_properties(broker_port, controller_port, data_dir / "logs"))
+        proxy = None if advertised_port is None or direct_port is None else (advertised_port, direct_port)
+        properties.write_text(render_server_properties(broker_port, controller_port, data_dir / "logs", proxy))
         command = java_command(java, lib_dir, data_dir)
         format_storage(command, data_dir, properties)
         format_s = time.monotonic() - started
         process = launch([*command, "kafka.Kafka", str(properties)], data_dir, tie_to_caller)
         broker = LocalBroker(
-            f"127.0.0.1:{broker_port}",
+            f"127.0.0.1:{advertised_port or broker_port}",
             process.pid,
             data_dir,
             datetime.now(UTC).isoformat(timespec="seconds"),
             format_s,
             process=process,
+            direct=f"127.0.0.1:{direct_port}" if direct_port is not None else "",
         )
         write_json(data_dir / BROKER_RECORD, broker.record())
         wait_ready(broker, started + READY_TIMEOUT_S)

@@ -44,6 +44,13 @@ class LocalBroker:
     format_s: float = 0.0
     start_s: float = 0.0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    # Behind a fault proxy (`bootstrap` is the proxy's address): the listener that bypasses it.
+    direct: str = ""
+
+    @property
+    def reachable(self) -> str:
+        """The address to reach the broker itself at, whatever a proxy in front of it does."""
+        return self.direct or self.bootstrap
 
     def is_alive(self) -> bool:
         return is_broker_process(self.pid, self.data_dir)
@@ -144,7 +151,7 @@ def wait_ready(broker: LocalBroker, deadline: float) -> None:
         exit_code = broker.process.poll()
         if exit_code is not None:
             raise start_failure(broker, f"the broker exited with code {exit_code} while starting")
-        if answers(broker.bootstrap, timeout_s=1.0):
+        if answers(broker.reachable, timeout_s=1.0):
             return
         time.sleep(0.2)
     raise start_failure(broker, f"the broker did not answer within {READY_TIMEOUT_S:.0f} s")

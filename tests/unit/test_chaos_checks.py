@@ -3,12 +3,14 @@ seeded, and a hung librdkafka call is cut off."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import pytest
 
 from dev.chaos import ChaosPlan
+from dev.netproxy import NETWORK_ACTIONS, network_fault
 from dev.verify import Outputs, diff
 from worker.errors import KafkaCallsHung
 from worker.runtime.kafka_errors import CallHung, Watchdog
@@ -48,12 +50,14 @@ def test_dlq_records_are_counted_too() -> None:
 
 def test_the_schedule_is_seeded_and_holds_every_fault() -> None:
     faults = {"kills": 3, "restore_kills": 2, "wipes": 1, "leaves": 1, "zombies": 1, "broker_sigterms": 1,
-              "broker_sigkills": 1}
+              "broker_sigkills": 1, "net_cuts_short": 2, "net_cuts_long": 1, "net_blackholes": 1, "net_latency": 1}
     plan = ChaosPlan(seed=3, duration_s=70, **faults)
     schedule = plan.schedule()
     assert schedule == ChaosPlan(seed=3, duration_s=70, **faults).schedule()
+    assert plan.network_faults == 5
     assert sorted(action for _, action in schedule) == sorted(
-        ["kill"] * 3 + ["restore-kill"] * 2 + ["wipe", "leave", "zombie", "broker-term", "broker-kill"])
+        ["kill"] * 3 + ["restore-kill"] * 2 + ["wipe", "leave", "zombie", "broker-term", "broker-kill"]
+        + ["net-cut-short"] * 2 + ["net-cut-long", "net-blackhole", "net-latency"])
     assert all(0 < at < 70 for at, _ in schedule)
 
 
@@ -81,3 +85,31 @@ def test_the_watchdog_cuts_off_a_call_that_hangs_and_keeps_at_most_its_limit_blo
             break
         time.sleep(0.02)
     assert watchdog.blocked() == 0
+
+
+@pytest.mark.parametrize("action", NETWORK_ACTIONS)
+def test_network_faults_last_about_a_session_timeout_or_as_their_name_says(action: str) -> None:
+    class Proxy:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, float]] = []
+
+        def cut(self, seconds: float) -> None:
+            self.calls.append(("cut", seconds))
+
+        def blackhole(self, seconds: float) -> None:
+            self.calls.append(("blackhole", seconds))
+
+        def set_latency(self, seconds: float) -> None:
+            self.calls.append(("latency", seconds))
+
+    proxy = Proxy()
+    what, seconds = network_fault(proxy, action, random.Random(1), session_s=6.0)  # type: ignore[arg-type]
+    assert what and len(proxy.calls) == 1
+    if action == "net-cut-short":
+        assert proxy.calls == [("cut", seconds)] and seconds < 6.0
+    elif action == "net-cut-long":
+        assert proxy.calls == [("cut", seconds)] and seconds > 6.0
+    elif action == "net-blackhole":
+        assert proxy.calls == [("blackhole", seconds)]
+    else:
+        assert proxy.calls[0][0] == "latency" and 0.05 <= proxy.calls[0][1] <= 0.3 and 5 <= seconds <= 10

@@ -172,7 +172,8 @@ def test_a_kafka_error_in_a_command_is_one_line_naming_the_servers() -> None:
     assert broker.translated(settings, lambda: 7) == 7
 
 
-@pytest.mark.parametrize("command", [["lag"], ["topics", "check"], ["dlq", "stats"], ["state", "get", "p/u:user-1"]])
+@pytest.mark.parametrize("command", [["lag"], ["topics", "check"], ["dlq", "stats"], ["state", "get", "p/u:user-1"],
+                                     ["experiments", "report"]])
 def test_a_command_against_no_broker_prints_one_line_and_exits_3(command: list[str], capsys: Any,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.cli import main

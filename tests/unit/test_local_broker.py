@@ -48,6 +48,17 @@ def test_server_properties_hold_the_single_node_kraft_settings(tmp_path: Path) -
     assert "transaction.max.timeout.ms" not in settings  # the broker default is kept
 
 
+def test_behind_a_fault_proxy_clients_are_sent_to_the_proxy_and_the_broker_talks_to_itself_directly(
+        tmp_path: Path) -> None:
+    settings = parse_properties(render_server_properties(40001, 40002, tmp_path / "logs", proxy=(40003, 40004)))
+    assert settings["listeners"] == (
+        "PLAINTEXT://127.0.0.1:40001,CONTROLLER://127.0.0.1:40002,DIRECT://127.0.0.1:40004")
+    assert settings["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:40003,CONTROLLER://127.0.0.1:40002,DIRECT://127.0.0.1:40004")
+    assert settings["inter.broker.listener.name"] == "DIRECT"
+    assert "DIRECT:PLAINTEXT" in settings["listener.security.protocol.map"]
+
+
 def test_cluster_id_is_16_random_bytes_in_urlsafe_base64() -> None:
     ids = {new_cluster_id() for _ in range(200)}
     assert len(ids) == 200
