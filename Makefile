@@ -11,7 +11,7 @@ CHECK := $(SHARED)/conformance/check.py
 DISPUTES :=
 
 .PHONY: help setup tools lint typecheck unit integration conformance test run kafka-up kafka-down kafka-status jars bench chaos build \
-	bench-setup prometheus clean
+	bench-setup prometheus soak clean
 
 help:
 	@echo "make run    set up, start the local Kafka broker, run the worker on a demo stream, print a summary"
@@ -20,6 +20,7 @@ help:
 	@echo "make prometheus  a local Prometheus scraping a worker on :9108 with the alert rules"
 	@echo "make bench  throughput and latency figures, as ratios against baselines run in the same process"
 	@echo "make chaos  the long stress suite (~12 min): kills, rebalances, zombies, broker restarts; 0 lost, 0 duplicated"
+	@echo "make soak   one worker under load for SOAK_SECONDS (3600): RSS, threads, fds, lag, commit latency must not grow"
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -111,6 +112,11 @@ CHAOS_FLAGS ?= --seed 2026 --events 200000 --users 5000 --duration-s 540 --insta
 	--net-latency 3 --finish-timeout-s 600
 chaos: build jars
 	$(BIN)/python -m dev.chaos $(CHAOS_FLAGS)
+
+# A worker under a steady load for an hour (SOAK_SECONDS, SOAK_RATE messages/s, SOAK_INTERVAL_S,
+# SOAK_WARMUP_S, SOAK_DIR, SOAK_BOOTSTRAP): soak.csv and soak.svg, and a check that nothing grows.
+soak: build jars
+	$(BIN)/python -m dev.soak
 
 bench: build kafka-up
 	-$(MAKE) --no-print-directory bench-setup  # without it the table has no Quix row, and says why
