@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,9 +71,11 @@ def produce_state(settings: WorkerSettings, users: int) -> int:
     return written
 
 
-def rss_bytes() -> int:
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set (VmRSS), or its peak (VmHWM: unlike ru_maxrss, not inherited
+    from the parent across fork and exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -115,7 +116,7 @@ def child(settings: WorkerSettings) -> dict[str, Any]:
     return {"users": users, "records": records, "seconds": seconds, "records_per_s": records / max(seconds, 1e-9),
             "from_checkpoint": from_checkpoint, "rss_before": before, "rss_after": after,
             "state_bytes_per_user": (after - before) / max(users, 1),
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss": rss_bytes("VmHWM")}
 
 
 def run_child(settings: WorkerSettings) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from tests.support.clock import T0, FakeClock
@@ -217,3 +217,37 @@ def test_a_hung_commit_abandons_the_producer_counts_it_and_past_the_limit_stops_
     assert worker.metrics.registry.get_sample_value("experiment_worker_abandoned_calls_total", abandoned) == 2
     assert worker.sink.in_transaction is False  # shutdown will not wait on the hung producer
     release.set()
+
+
+def test_a_partition_revoked_while_its_committed_offset_is_asked_for_is_not_installed() -> None:
+    """consumer.committed() serves rebalance callbacks: the revoke can land inside it (seen in
+    make chaos, where the seek that followed then failed with _STATE and stopped the worker)."""
+    worker, clients, _ = opened()
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.partitions.restorations[1].done.wait(10)
+    asked = consumer.committed
+
+    def committed_then_revoked(partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+        return asked(partitions, timeout)
+
+    consumer.committed = committed_then_revoked  # type: ignore[method-assign]
+    worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert 1 not in worker.partitions.stores and not worker.partitions.restoring
+    assert (BY_USER, 1, -2) not in consumer.seeks and all(seek[1] != 1 for seek in consumer.seeks)
+
+
+def test_a_restored_partition_that_cannot_be_resumed_leaves_without_stopping_the_worker() -> None:
+    worker, clients, _ = opened()
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.partitions.restorations[1].done.wait(10)
+
+    def seek(tp: TopicPartition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE, "Failed to seek: Local: Erroneous state"))
+
+    consumer.seek = seek  # type: ignore[method-assign]
+    worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert 1 not in worker.partitions.stores and not worker.partitions.restoring
+    assert worker.ready

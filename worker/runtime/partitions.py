@@ -145,22 +145,32 @@ class PartitionManager:
                 continue
             if job.error is not None:
                 raise KafkaFatalError(f"restore of partition {partition}: {job.error}") from job.error
-            tp = TopicPartition(self.keyed_topic, partition)
-            try:
-                committed = consumer.committed([tp], timeout=TRANSACTION_CALL_TIMEOUT_S)[0].offset
-            except KafkaException as exc:
-                log.warning("partition %d restored, but its committed offset is unknown (%s); retrying", partition, exc)
-                continue
-            del self.restorations[partition]
-            assert job.stores is not None
-            self.stores[partition] = job.stores
-            self.health.install(partition, job.stores.iter_states())
-            self.registry.merge(job.names)
+            self.install(consumer, partition, job)
+        self.report()
+
+    def install(self, consumer: Consumer, partition: int, job: Restoring) -> None:
+        tp = TopicPartition(self.keyed_topic, partition)
+        try:
+            committed = consumer.committed([tp], timeout=TRANSACTION_CALL_TIMEOUT_S)[0].offset
+        except KafkaException as exc:
+            log.warning("partition %d restored, but its committed offset is unknown (%s); retrying", partition, exc)
+            return
+        if self.restorations.get(partition) is not job:
+            return  # revoked while we asked (the call serves rebalance callbacks): dropped already
+        try:
             consumer.resume([tp])
             consumer.seek(TopicPartition(tp.topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
-            self.observe(job, committed)
-            self.forget_progress(partition)  # done: a finished restore must not look stalled
-        self.report()
+        except KafkaException as exc:  # no longer assigned: its revocation is on its way
+            log.warning("partition %d restored but not resumed (%s); it is leaving", partition, exc)
+            self.drop([tp])
+            return
+        del self.restorations[partition]
+        assert job.stores is not None
+        self.stores[partition] = job.stores
+        self.health.install(partition, job.stores.iter_states())
+        self.registry.merge(job.names)
+        self.observe(job, committed)
+        self.forget_progress(partition)  # done: a finished restore must not look stalled
 
     def observe(self, job: Restoring, committed: int) -> None:
         result = job.result
