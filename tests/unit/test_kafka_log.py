@@ -11,6 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from tests.support.clock import FakeClock
 from tests.support.settings import offline_settings
 from worker.errors import KafkaFatalError, KafkaUnreachable
 from worker.runtime import broker, kafka_log
@@ -18,19 +19,8 @@ from worker.runtime.clients import admin_config, consumer_config, producer_confi
 from worker.runtime.logs import JsonFormatter
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-
 def test_the_rate_limit_lets_one_of_a_kind_through_per_interval_and_counts_the_rest() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limit = kafka_log.RateLimit(30.0, clock.monotonic)
     assert limit.admit(("FAIL", 40)) == 0
     assert [limit.admit(("FAIL", 40)) for _ in range(5)] == [None] * 5
@@ -43,7 +33,7 @@ def test_the_rate_limit_lets_one_of_a_kind_through_per_interval_and_counts_the_r
 
 
 def test_an_interval_of_zero_lets_everything_through() -> None:
-    limit = kafka_log.RateLimit(0.0, Clock().monotonic)
+    limit = kafka_log.RateLimit(0.0, FakeClock().monotonic)
     assert [limit.admit("k") for _ in range(3)] == [0, 0, 0]
 
 
@@ -76,7 +66,7 @@ def captured() -> Any:
     handler = Capture()
     logger.addHandler(handler)
     found = kafka_log.log_filter()
-    found.limit = kafka_log.RateLimit(60.0, Clock().monotonic)
+    found.limit = kafka_log.RateLimit(60.0, FakeClock().monotonic)
     yield logger, handler
     logger.removeHandler(handler)
     found.limit = kafka_log.RateLimit(30.0)
@@ -120,7 +110,7 @@ def test_every_client_logs_through_the_one_logger() -> None:
 class DeadAdmin:
     """An admin client whose broker never answers."""
 
-    def __init__(self, clock: Clock, answer_after: int | None = None) -> None:
+    def __init__(self, clock: FakeClock, answer_after: int | None = None) -> None:
         self.clock, self.answer_after, self.calls = clock, answer_after, 0
 
     def list_topics(self, timeout: float) -> object:
@@ -136,7 +126,7 @@ class DeadAdmin:
 
 
 def test_run_waits_for_a_broker_one_line_per_attempt_then_gives_up_in_one_line(caplog: Any) -> None:
-    clock = Clock()
+    clock = FakeClock()
     settings = offline_settings(startup_timeout_s=20)
     ticks: list[float] = []
     with caplog.at_level(logging.WARNING, logger=broker.__name__), pytest.raises(KafkaUnreachable) as error:
@@ -150,7 +140,7 @@ def test_run_waits_for_a_broker_one_line_per_attempt_then_gives_up_in_one_line(c
 
 
 def test_run_goes_on_when_the_broker_answers_and_stops_waiting_on_sigterm() -> None:
-    clock = Clock()
+    clock = FakeClock()
     assert broker.wait_for_kafka(DeadAdmin(clock, answer_after=2), offline_settings(), clock, threading.Event())
     stopping = threading.Event()
     stopping.set()
