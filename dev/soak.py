@@ -2,19 +2,22 @@
 to catch what only time shows (a leak of memory, threads or file descriptors; lag or commit
 latency that creeps up).
 
-For SOAK_SECONDS (default 3600) a producer writes the generated stream (dev/loadgen.py) at
-SOAK_RATE raw messages a second (default 50) into a worker on a broker of its own (or on
-SOAK_BOOTSTRAP); every SOAK_INTERVAL_S (10 s) the worker process's RSS, threads and open file
-descriptors (/proc) and its consumer lag and mean commit latency (its /metrics) go into soak.csv,
-drawn in soak.svg (no plotting library: plain SVG). Then the check: after the warm-up (SOAK_WARMUP_S,
-default a quarter of the run, at most 10 minutes) no figure may grow by more than 10% from the
-first third of the samples to the last (medians), nor by more than its noise floor (FLOORS).
+For SOAK_SECONDS (default 3600) a producer writes the generated stream (dev/loadgen.py) at SOAK_RATE
+raw messages a second (default: half the worker's measured maximum, from the exactly-once 1-process
+run in bench-results.json when `make bench` left one, else FALLBACK_RATE) into a worker on a broker
+of its own (or on SOAK_BOOTSTRAP); every SOAK_INTERVAL_S (10 s) the worker process's RSS, threads
+and open file descriptors (/proc) and its consumer lag and mean commit latency (its /metrics) go
+into soak.csv, drawn in soak.svg (no plotting library: plain SVG). Then the check: after the warm-up
+(SOAK_WARMUP_S, default a quarter of the run, at most 10 minutes) no figure may grow by more than
+10% from the first third of the samples to the last (medians), nor by more than its noise floor
+(FLOORS).
 Exit status 0 when nothing grew, 1 when something did; files in SOAK_DIR (default .run/soak-<time>).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 import sys
@@ -41,13 +44,25 @@ FIGURES = ("rss_mb", "threads", "open_fds", "lag", "commit_ms")
 FLOORS = {"rss_mb": 8.0, "threads": 2.0, "open_fds": 4.0, "lag": 500.0, "commit_ms": 25.0}
 MAX_GROWTH = 0.10
 READY_TIMEOUT_S = 180.0
+FALLBACK_RATE = 1000.0  # raw messages a second when no bench-results.json says what the maximum is
+BENCH_RESULTS = Path("bench-results.json")
+
+
+def half_of_measured(results: Path = BENCH_RESULTS) -> float | None:
+    """Half the exactly-once worker's measured maximum in raw messages a second, from `make bench`'s
+    result file (events / seconds / 2, over the bench's events per message); None without one."""
+    try:
+        bench = json.loads(results.read_text(encoding="utf-8"))
+        return float(bench["raw_messages"]) / float(bench["worker_eos_s"]) / 2
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
 @dataclass(frozen=True)
 class SoakPlan:
     seconds: float = 3600.0
     interval_s: float = 10.0
-    rate: float = 50.0  # raw messages a second
+    rate: float = FALLBACK_RATE  # raw messages a second
     warmup_s: float = 600.0
     out: Path = field(default_factory=lambda: RUN_DIR / time.strftime("soak-%Y%m%d-%H%M%S"))
     bootstrap: str | None = None
@@ -58,7 +73,8 @@ class SoakPlan:
         seconds = float(env.get("SOAK_SECONDS", 3600))
         warmup = float(env.get("SOAK_WARMUP_S", min(600.0, seconds / 4)))
         out = Path(env["SOAK_DIR"]) if env.get("SOAK_DIR") else cls().out
-        return cls(seconds, float(env.get("SOAK_INTERVAL_S", 10)), float(env.get("SOAK_RATE", 50)), warmup, out,
+        rate = float(env["SOAK_RATE"]) if env.get("SOAK_RATE") else (half_of_measured() or FALLBACK_RATE)
+        return cls(seconds, float(env.get("SOAK_INTERVAL_S", 10)), rate, warmup, out,
                    env.get("SOAK_BOOTSTRAP") or None)
 
 

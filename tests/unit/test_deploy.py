@@ -79,7 +79,8 @@ def test_alert_rules_cover_the_operations_runbook() -> None:
     names = {rule["alert"] for rule in rules}
     assert names >= {"ExperimentWorkerDown", "ExperimentWorkerConsumerLagGrowing", "ExperimentWorkerDlqRatioHigh",
                      "ExperimentWorkerRestoreStuck", "ExperimentWorkerRestoreStalled", "ExperimentWorkerNoCommits",
-                     "ExperimentSampleRatioMismatch", "ExperimentCustomExposuresBeforeProperty"}
+                     "ExperimentWorkerHungCalls", "ExperimentSampleRatioMismatch",
+                     "ExperimentCustomExposuresBeforeProperty"}
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
