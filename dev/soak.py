@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def wait_ready(port: int, worker: Instance) -> None:
 
 
 def sample(plan: SoakPlan, worker: Instance, scraper: Scraper, load: Load,
-           out: csv.DictWriter[str]) -> list[dict[str, float]]:
+           out: csv.DictWriter[str], flush: Callable[[], None]) -> list[dict[str, float]]:
     """Every `interval_s` until `seconds` are over: one row, written at once (a killed soak keeps its CSV)."""
     rows: list[dict[str, float]] = []
     started = time.monotonic()
@@ -201,6 +202,7 @@ def sample(plan: SoakPlan, worker: Instance, scraper: Scraper, load: Load,
         row = {"t_s": round(elapsed, 1), "rss_mb": round(rss, 1), "threads": threads, "open_fds": fds,
                "lag": lag, "commit_ms": round(commit_ms, 2), "sent": float(load.sent)}
         out.writerow(row)
+        flush()
         rows.append(row)
         time.sleep(max(0.0, plan.interval_s - (time.monotonic() - started - elapsed)))
     return rows
@@ -225,7 +227,7 @@ def soak(plan: SoakPlan) -> int:
         with (plan.out / "soak.csv").open("w", newline="") as handle:
             out = csv.DictWriter(handle, ["t_s", *FIGURES, "sent"])
             out.writeheader()
-            rows = sample(plan, worker, Scraper(port), load, out)
+            rows = sample(plan, worker, Scraper(port), load, out, handle.flush)
     finally:
         load.stopping.set()
         code = worker.leave()
