@@ -46,6 +46,15 @@ FLOORS = {"rss_mb": 8.0, "threads": 2.0, "open_fds": 4.0, "lag": 500.0, "commit_
 MAX_GROWTH = 0.10
 READY_TIMEOUT_S = 180.0
 FALLBACK_RATE = 1000.0  # raw messages a second when no bench-results.json says what the maximum is
+# The bench's population, so that "half the measured maximum" is half of the same workload's maximum.
+# With a few thousand users, each user's lists ($append) and properties grow all hour long, and with
+# them every state record and enriched event: the cost per event then rises with time, which is the
+# workload changing, not the worker leaking (the first hour-long soak, with 2,000 users, showed it).
+SOAK_USERS = 100_000
+# The worker's memory bounds (the decoded-user cache; RocksDB's block cache and write buffers, 64 MiB
+# each) must be reached within the warm-up, or the growth check cannot tell a cache filling up from a
+# leak: 100,000 users' growing states fill the default 256 MiB cache slowly, so the soak sets 64 MiB.
+SOAK_CACHE_BYTES = 64 * 2**20
 BENCH_RESULTS = Path("bench-results.json")
 
 
@@ -67,6 +76,7 @@ class SoakPlan:
     warmup_s: float = 600.0
     out: Path = field(default_factory=lambda: RUN_DIR / time.strftime("soak-%Y%m%d-%H%M%S"))
     bootstrap: str | None = None
+    cache_bytes: int = SOAK_CACHE_BYTES
 
     @classmethod
     def from_env(cls) -> SoakPlan:
@@ -76,7 +86,7 @@ class SoakPlan:
         out = Path(env["SOAK_DIR"]) if env.get("SOAK_DIR") else cls().out
         rate = float(env["SOAK_RATE"]) if env.get("SOAK_RATE") else (half_of_measured() or FALLBACK_RATE)
         return cls(seconds, float(env.get("SOAK_INTERVAL_S", 10)), rate, warmup, out,
-                   env.get("SOAK_BOOTSTRAP") or None)
+                   env.get("SOAK_BOOTSTRAP") or None, int(env.get("SOAK_CACHE_BYTES", SOAK_CACHE_BYTES)))
 
 
 class Load(threading.Thread):
@@ -91,7 +101,7 @@ class Load(threading.Thread):
     def run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "linger.ms": 20})
         started = time.monotonic()
-        for record in StreamGenerator(seed=11, users=2000, bad_share=0.005).messages():
+        for record in StreamGenerator(seed=11, users=SOAK_USERS, bad_share=0.005).messages():
             if self.stopping.is_set():
                 break
             send(producer, self.topic, record)
@@ -214,7 +224,8 @@ def soak(plan: SoakPlan) -> int:
     bootstrap = plan.bootstrap or (broker.bootstrap if broker else "")
     port = free_ports(1)[0]
     settings = settings_for(bootstrap, f"soak{uuid.uuid4().hex[:6]}", partitions=3, metrics_port=port,
-                            commit_interval_ms=100, state_dir=str(plan.out / "state"))
+                            commit_interval_ms=100, state_dir=str(plan.out / "state"),
+                            state_cache_bytes=plan.cache_bytes)
     worker = Instance("soak", worker_command(settings), plan.out / "worker.log")
     load = Load(bootstrap, settings.topics.raw, plan.rate)
     try:
@@ -223,7 +234,8 @@ def soak(plan: SoakPlan) -> int:
         wait_ready(port, worker)
         load.start()
         print(f"soak: {plan.seconds:.0f} s at {plan.rate:g} messages/s, a sample every {plan.interval_s:g} s, "
-              f"warm-up {plan.warmup_s:.0f} s; in {plan.out}", flush=True)
+              f"warm-up {plan.warmup_s:.0f} s, "
+              f"state cache {plan.cache_bytes / 2**20:g} MiB, {SOAK_USERS:,} users; in {plan.out}", flush=True)
         with (plan.out / "soak.csv").open("w", newline="") as handle:
             out = csv.DictWriter(handle, ["t_s", *FIGURES, "sent"])
             out.writeheader()
