@@ -76,6 +76,29 @@ def test_changelog_offsets_only_move_forward_and_an_absent_one_stays(tmp_path: P
     stores.close()
 
 
+def test_a_commit_counts_new_users_from_what_the_batch_read_without_reading_the_store_again(
+        tmp_path: Path) -> None:
+    stores = factory(tmp_path).open(0)
+    committed(stores, "p/u:1", {"a": 1}, (1, None, 1))  # written unread: the commit looks it up
+    reads: list[bytes] = []
+    get = stores.kv.get
+    stores.kv.get = lambda key: reads.append(key) or get(key)  # type: ignore[method-assign]
+    for user in ("p/u:1", "p/u:2", "p/u:3"):
+        old = stores.state_of(user) or {}
+        stores.put_state(user, {**old, "b": 2}, 2_000)
+    stores.state_changelog()
+    before = len(reads)
+    stores.commit(2, None, 2)
+    assert len(reads) == before, "the commit read the store again for users the batch had read"
+    assert stores.users == 3
+    stores.state_of("p/u:2")  # cached now: a committed user
+    stores.put_state("p/u:2", {"b": 3}, 3_000)
+    stores.state_changelog()
+    stores.commit(3, None, 3)
+    assert stores.users == 3
+    stores.close()
+
+
 def test_a_restore_counts_users_once_deletes_tombstones_and_remembers_experiment_names(tmp_path: Path) -> None:
     stores = factory(tmp_path).open(0)
     record = CODEC.encode({"project_id": "p", "user_key": "p/u:1", "user_properties": {"[Experiment] f": "on"}})

@@ -102,6 +102,9 @@ class KafkaStores:
         self.pending_state: dict[str, JsonObject] = {}
         self.changed_at: dict[str, int] = {}
         self.pending_dedupe: dict[str, int] = {}
+        # Whether the store held a user when the batch first read it: the commit counts new users
+        # without a second read (which, once the store outgrows the block cache, reads from disk).
+        self.stored: dict[str, bool] = {}
         self.encoded: list[tuple[str, bytes]] = []  # the batch's state records, encoded once
         stored = kv.get(META)
         self.fresh = stored is None  # nothing was ever written here
@@ -115,8 +118,10 @@ class KafkaStores:
             return properties
         properties = self.cache.get(user_key)
         if properties is not None:
+            self.stored[user_key] = True  # the cache holds committed users only
             return properties
         raw = self.kv.get(STATE + user_key.encode())
+        self.stored[user_key] = raw is not None
         if raw is None:
             return None
         properties = self.decode(raw)["user_properties"]
@@ -150,7 +155,10 @@ class KafkaStores:
         writes: list[Write] = []
         for key, record in self.encoded:
             state_key = STATE + key.encode()
-            if self.kv.get(state_key) is None:
+            stored = self.stored.get(key)
+            if stored is None:  # written without being read first
+                stored = self.kv.get(state_key) is not None
+            if not stored:
                 self.checkpoint.users += 1
             writes.append((state_key, record))
             self.cache.put(self.partition, key, self.pending_state[key], len(record))
@@ -176,6 +184,7 @@ class KafkaStores:
         self.pending_state.clear()
         self.changed_at.clear()
         self.pending_dedupe.clear()
+        self.stored.clear()
         self.encoded = []
 
     # ---- restore and expiry ---------------------------------------------------------------------
