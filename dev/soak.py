@@ -3,9 +3,11 @@ to catch what only time shows (a leak of memory, threads or file descriptors; la
 latency that creeps up).
 
 For SOAK_SECONDS (default 3600) a producer writes the generated stream (dev/loadgen.py) at SOAK_RATE
-raw messages a second (default: half the worker's measured maximum, from the exactly-once 1-process
-run in bench-results.json when `make bench` left one, else FALLBACK_RATE) into a worker on a broker
-of its own (or on SOAK_BOOTSTRAP); every SOAK_INTERVAL_S (10 s) the worker process's RSS, threads
+raw messages a second into a worker on a broker of its own (or on SOAK_BOOTSTRAP). By default the
+rate is half the worker's maximum, measured first on the same broker, worker and stream: a backlog of
+CALIBRATION_MESSAGES written as fast as the producer goes, timed until the worker has caught up (the
+machine's speed varies by 2x from hour to hour here, so a figure from another run is no maximum).
+Every SOAK_INTERVAL_S (10 s) the worker process's RSS, threads
 and open file descriptors (/proc) and its consumer lag and mean commit latency (its /metrics) go
 into soak.csv, drawn in soak.svg (no plotting library: plain SVG). Then the check: after the warm-up
 (SOAK_WARMUP_S, default a quarter of the run, at most 10 minutes) no figure may grow by more than
@@ -17,7 +19,7 @@ Exit status 0 when nothing grew, 1 when something did; files in SOAK_DIR (defaul
 from __future__ import annotations
 
 import csv
-import json
+import math
 import os
 import statistics
 import sys
@@ -45,7 +47,7 @@ FIGURES = ("rss_mb", "threads", "open_fds", "lag", "commit_ms")
 FLOORS = {"rss_mb": 8.0, "threads": 2.0, "open_fds": 4.0, "lag": 500.0, "commit_ms": 25.0}
 MAX_GROWTH = 0.10
 READY_TIMEOUT_S = 180.0
-FALLBACK_RATE = 1000.0  # raw messages a second when no bench-results.json says what the maximum is
+CALIBRATION_MESSAGES = 60_000  # about 240,000 events: a minute or more of the worker at its maximum
 # The bench's population, so that "half the measured maximum" is half of the same workload's maximum.
 # With a few thousand users, each user's lists ($append) and properties grow all hour long, and with
 # them every state record and enriched event: the cost per event then rises with time, which is the
@@ -55,24 +57,13 @@ SOAK_USERS = 100_000
 # each) must be reached within the warm-up, or the growth check cannot tell a cache filling up from a
 # leak: 100,000 users' growing states fill the default 256 MiB cache slowly, so the soak sets 64 MiB.
 SOAK_CACHE_BYTES = 64 * 2**20
-BENCH_RESULTS = Path("bench-results.json")
-
-
-def half_of_measured(results: Path = BENCH_RESULTS) -> float | None:
-    """Half the exactly-once worker's measured maximum in raw messages a second, from `make bench`'s
-    result file (events / seconds / 2, over the bench's events per message); None without one."""
-    try:
-        bench = json.loads(results.read_text(encoding="utf-8"))
-        return float(bench["raw_messages"]) / float(bench["worker_eos_s"]) / 2
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
-        return None
 
 
 @dataclass(frozen=True)
 class SoakPlan:
     seconds: float = 3600.0
     interval_s: float = 10.0
-    rate: float = FALLBACK_RATE  # raw messages a second
+    rate: float | None = None  # raw messages a second; None: half the calibrated maximum
     warmup_s: float = 600.0
     out: Path = field(default_factory=lambda: RUN_DIR / time.strftime("soak-%Y%m%d-%H%M%S"))
     bootstrap: str | None = None
@@ -84,7 +75,7 @@ class SoakPlan:
         seconds = float(env.get("SOAK_SECONDS", 3600))
         warmup = float(env.get("SOAK_WARMUP_S", min(600.0, seconds / 4)))
         out = Path(env["SOAK_DIR"]) if env.get("SOAK_DIR") else cls().out
-        rate = float(env["SOAK_RATE"]) if env.get("SOAK_RATE") else (half_of_measured() or FALLBACK_RATE)
+        rate = float(env["SOAK_RATE"]) if env.get("SOAK_RATE") else None
         return cls(seconds, float(env.get("SOAK_INTERVAL_S", 10)), rate, warmup, out,
                    env.get("SOAK_BOOTSTRAP") or None, int(env.get("SOAK_CACHE_BYTES", SOAK_CACHE_BYTES)))
 
@@ -92,17 +83,17 @@ class SoakPlan:
 class Load(threading.Thread):
     """The generated stream at `rate` messages a second, until `stop`."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, rate: float, limit: float = math.inf, seed: int = 11) -> None:
         super().__init__(name="soak-load", daemon=True)
-        self.bootstrap, self.topic, self.rate = bootstrap, topic, rate
+        self.bootstrap, self.topic, self.rate, self.limit, self.seed = bootstrap, topic, rate, limit, seed
         self.stopping = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "linger.ms": 20})
         started = time.monotonic()
-        for record in StreamGenerator(seed=11, users=SOAK_USERS, bad_share=0.005).messages():
-            if self.stopping.is_set():
+        for record in StreamGenerator(seed=self.seed, users=SOAK_USERS, bad_share=0.005).messages():
+            if self.stopping.is_set() or self.sent >= self.limit:
                 break
             send(producer, self.topic, record)
             self.sent += 1
@@ -185,6 +176,21 @@ def svg(rows: list[dict[str, float]], warmup_s: float) -> str:
     return "\n".join([*parts, "</svg>"]) + "\n"
 
 
+def calibrate(bootstrap: str, topic: str, scraper: Scraper, worker: Instance) -> float:
+    """The worker's maximum in raw messages a second: CALIBRATION_MESSAGES produced at once, timed
+    from the first until the worker's consumers are at the end of raw and by-user again."""
+    load = Load(bootstrap, topic, math.inf, CALIBRATION_MESSAGES, seed=12)
+    started = time.monotonic()
+    load.start()
+    load.join()
+    deadline = started + READY_TIMEOUT_S + CALIBRATION_MESSAGES / 100
+    while scraper.scrape()[0] > 0 or time.monotonic() - started < 2.0:
+        if not worker.running or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not catch up with the calibration backlog (see {worker.log})")
+        time.sleep(0.5)
+    return CALIBRATION_MESSAGES / (time.monotonic() - started)
+
+
 def wait_ready(port: int, worker: Instance) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -227,13 +233,18 @@ def soak(plan: SoakPlan) -> int:
                             commit_interval_ms=100, state_dir=str(plan.out / "state"),
                             state_cache_bytes=plan.cache_bytes)
     worker = Instance("soak", worker_command(settings), plan.out / "worker.log")
-    load = Load(bootstrap, settings.topics.raw, plan.rate)
+    load = Load(bootstrap, settings.topics.raw, plan.rate or 0.0)
     try:
         create_topics(admin_client(settings), settings)
         worker.start()
         wait_ready(port, worker)
+        if plan.rate is None:
+            maximum = calibrate(bootstrap, settings.topics.raw, Scraper(port), worker)
+            load.rate = round(maximum / 2)
+            print(f"soak: the worker's maximum here and now is {maximum:,.0f} messages/s "
+                  f"({CALIBRATION_MESSAGES:,} messages); the soak offers half", flush=True)
         load.start()
-        print(f"soak: {plan.seconds:.0f} s at {plan.rate:g} messages/s, a sample every {plan.interval_s:g} s, "
+        print(f"soak: {plan.seconds:.0f} s at {load.rate:g} messages/s, a sample every {plan.interval_s:g} s, "
               f"warm-up {plan.warmup_s:.0f} s, "
               f"state cache {plan.cache_bytes / 2**20:g} MiB, {SOAK_USERS:,} users; in {plan.out}", flush=True)
         with (plan.out / "soak.csv").open("w", newline="") as handle:
