@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 import orjson
@@ -13,10 +14,11 @@ from confluent_kafka import KafkaError, KafkaException
 
 from tests.support.clock import FakeClock
 from tests.support.settings import offline_settings
-from worker.errors import KafkaFatalError, KafkaUnreachable
+from worker.errors import ConfigError, KafkaFatalError, KafkaUnreachable
 from worker.runtime import broker, kafka_log
 from worker.runtime.clients import admin_config, consumer_config, producer_config, reader_config
 from worker.runtime.logs import JsonFormatter
+from worker.runtime.topics import configure_group
 
 
 def test_the_rate_limit_lets_one_of_a_kind_through_per_interval_and_counts_the_rest() -> None:
@@ -145,6 +147,48 @@ def test_run_goes_on_when_the_broker_answers_and_stops_waiting_on_sigterm() -> N
     stopping = threading.Event()
     stopping.set()
     assert not broker.wait_for_kafka(DeadAdmin(clock), offline_settings(), clock, stopping)
+
+
+def test_a_broker_that_goes_away_during_the_first_calls_is_waited_for_again_and_a_refusal_is_not() -> None:
+    """Seen in the chaos test: the broker answered, then restarted while the group's settings were
+    being set; that is one more attempt, not a refused config (exit 2)."""
+    clock, calls = FakeClock(), []
+
+    def first_calls() -> None:
+        calls.append(clock.now)
+        if len(calls) == 1:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+    assert broker.wait_for_kafka(DeadAdmin(clock, answer_after=0), offline_settings(), clock, threading.Event(),
+                                 then=first_calls)
+    assert len(calls) == 2
+
+    def refused() -> None:
+        raise KafkaException(KafkaError(KafkaError.INVALID_CONFIG, "Invalid config"))
+
+    with pytest.raises(KafkaFatalError):
+        broker.wait_for_kafka(DeadAdmin(clock, answer_after=0), offline_settings(), clock, threading.Event(),
+                              then=refused)
+
+
+class GroupAdmin:
+    """An admin client whose group-config change fails with `code`."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def incremental_alter_configs(self, resources: list[object]) -> dict[object, Future[None]]:
+        future: Future[None] = Future()
+        future.set_exception(KafkaException(KafkaError(self.code, "it failed")))
+        return {resources[0]: future}
+
+
+def test_a_group_config_the_broker_refuses_is_a_config_error_but_no_answer_is_not() -> None:
+    settings = offline_settings(session_timeout_ms=6000)
+    with pytest.raises(ConfigError, match="session_timeout_ms"):
+        configure_group(GroupAdmin(KafkaError.INVALID_CONFIG), settings)  # type: ignore[arg-type]
+    with pytest.raises(KafkaException):
+        configure_group(GroupAdmin(KafkaError._TRANSPORT), settings)  # type: ignore[arg-type]
 
 
 def test_a_kafka_error_in_a_command_is_one_line_naming_the_servers() -> None:

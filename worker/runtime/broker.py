@@ -49,9 +49,11 @@ def reach(admin: AdminClient, settings: WorkerSettings, timeout_s: float | None 
 
 
 def wait_for_kafka(admin: AdminClient, settings: WorkerSettings, clock: Clock, stopping: threading.Event,
-                   tick: Callable[[], None] = lambda: None) -> bool:
-    """Ask until a broker answers (True), SIGTERM comes (False) or `startup_timeout_s` is over
-    (KafkaUnreachable); one warning per failed attempt, `tick` after each (the loop's liveness)."""
+                   tick: Callable[[], None] = lambda: None, then: Callable[[], None] = lambda: None) -> bool:
+    """Ask until a broker answers and `then()` (the first calls of a run) is done (True), SIGTERM
+    comes (False) or `startup_timeout_s` is over (KafkaUnreachable); one warning per failed attempt,
+    `tick` after each (the loop's liveness). A broker that goes away during `then()` (a restart just
+    after it answered) is waited for again, not taken for a refusal."""
     deadline = clock.monotonic() + settings.startup_timeout_s
     attempt = 0
     with absorbed():
@@ -59,6 +61,7 @@ def wait_for_kafka(admin: AdminClient, settings: WorkerSettings, clock: Clock, s
             attempt += 1
             try:
                 reach(admin, settings, min(ATTEMPT_TIMEOUT_S, max(deadline - clock.monotonic(), 0.5)))
+                translated(settings, then)
                 if attempt > 1:
                     log.info("Kafka at %s answered (attempt %d)", settings.bootstrap_servers, attempt)
                 return True

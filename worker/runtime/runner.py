@@ -44,7 +44,7 @@ from worker.runtime.partitions import PartitionManager
 from worker.runtime.registry import RegistryFollower
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.sink import ProduceFailed, Sink
-from worker.runtime.topics import check_topics, configure_group
+from worker.runtime.topics import prepare
 
 log = logging.getLogger(__name__)
 CONSUME_TIMEOUT_S = 0.005
@@ -95,10 +95,9 @@ class Worker:
         """Wait for Kafka (/readyz false, /healthz fine), check the topics, open the clients."""
         log.info("experiment-worker %s, %s, instance %s", __version__, describe(), self.settings.instance_id)
         admin = self.clients.admin()
-        if not wait_for_kafka(admin, self.settings, self.clock, self.stopping, self.tick):
+        if not wait_for_kafka(admin, self.settings, self.clock, self.stopping, self.tick,
+                              lambda: prepare(admin, self.settings)):
             return False
-        log.info("topics checked: %s", check_topics(admin, self.settings))
-        configure_group(admin, self.settings)
         self.open()
         return True
 

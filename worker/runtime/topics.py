@@ -6,9 +6,10 @@ by-user owns the state and dedupe entries written to partition p of the two chan
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -19,8 +20,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from worker.errors import ConfigError, TopologyError
+from worker.runtime.broker import UNREACHABLE_CODES
 from worker.runtime.clients import admin_config
 from worker.runtime.settings import GroupProtocol, WorkerSettings
+
+log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 86_400_000
 
@@ -137,6 +141,12 @@ def group_configs(settings: WorkerSettings) -> dict[str, int]:
     return {"consumer.session.timeout.ms": settings.session_timeout_ms, "consumer.heartbeat.interval.ms": heartbeat}
 
 
+def prepare(admin: AdminClient, settings: WorkerSettings) -> None:
+    """A run's first calls once Kafka answers: the topics checked, the group's settings set."""
+    log.info("topics checked: %s", check_topics(admin, settings))
+    configure_group(admin, settings)
+
+
 def configure_group(admin: AdminClient, settings: WorkerSettings) -> None:
     """Set the group's session timeout and heartbeat on the broker (KIP-848); a refusal is a bad config."""
     configs = group_configs(settings)
@@ -149,6 +159,8 @@ def configure_group(admin: AdminClient, settings: WorkerSettings) -> None:
         try:
             future.result()
         except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in UNREACHABLE_CODES:
+                raise  # no broker answered: not a refusal
             raise ConfigError(
                 f"setting session_timeout_ms/heartbeat_interval_ms: the broker refused {configs} for group "
                 f"{settings.group_id}: {exc.args[0].str() if exc.args else exc} (or use group_protocol=classic)"
