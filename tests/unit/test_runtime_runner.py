@@ -249,5 +249,12 @@ def test_a_restored_partition_that_cannot_be_resumed_leaves_without_stopping_the
 
     consumer.seek = seek  # type: ignore[method-assign]
     worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert 1 not in worker.partitions.stores and worker.partitions.restoring
+    assert (BY_USER, 1) in consumer.paused
+    clients.consumer_.queued = [[by_user(0, partition=1)]]
+    worker.poll_once()  # fetched after the resume, before the revocation: skipped, not a crash
+    assert worker.checkpoint.messages == 0
+    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
     assert 1 not in worker.partitions.stores and not worker.partitions.restoring
     assert worker.ready
