@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from worker.errors import KafkaFatalError, KafkaUnreachable, WorkerError
 from worker.runtime.clock import Clock
+from worker.runtime.kafka_errors import kafka_error
 from worker.runtime.kafka_log import absorbed, quiet, take_problem
 from worker.runtime.settings import WorkerSettings
 
@@ -33,7 +34,7 @@ def problem_of(exc: KafkaException, admin: Any = None) -> str:
     """The error of a failed call, with the librdkafka line that says why (served by `admin.poll`)."""
     if admin is not None:
         admin.poll(0)
-    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    error = kafka_error(exc)
     text = error.str() if error is not None else str(exc)
     problem = take_problem()
     return f"{text} ({problem})" if problem and problem not in text else text
@@ -84,7 +85,7 @@ def translated(settings: WorkerSettings, call: Callable[[], T]) -> T:
     except WorkerError:
         raise
     except KafkaException as exc:
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        error = kafka_error(exc)
         line = f"Kafka at {settings.bootstrap_servers}: {problem_of(exc)}"
         if error is None or error.code() in UNREACHABLE_CODES:
             raise KafkaUnreachable(line) from None

@@ -20,8 +20,13 @@ class ErrorClass(Enum):
     FATAL = "fatal"  # the producer is unusable (fenced, fatal): recreate it, then redo the batch
 
 
+def kafka_error(exc: KafkaException) -> KafkaError | None:
+    """The KafkaError a KafkaException carries, if it carries one."""
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
 def classify(exc: KafkaException) -> ErrorClass:
-    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    error = kafka_error(exc)
     if error is None:
         return ErrorClass.FATAL
     if error.fatal():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -22,6 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from worker.errors import ConfigError, TopologyError
 from worker.runtime.broker import UNREACHABLE_CODES
 from worker.runtime.clients import admin_config
+from worker.runtime.kafka_errors import kafka_error
 from worker.runtime.settings import GroupProtocol, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,10 @@ def configure_group(admin: AdminClient, settings: WorkerSettings) -> None:
         try:
             future.result()
         except KafkaException as exc:
-            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in UNREACHABLE_CODES:
+            error = kafka_error(exc)
+            if error is not None and error.code() in UNREACHABLE_CODES:
                 raise  # no broker answered: not a refusal
             raise ConfigError(
                 f"setting session_timeout_ms/heartbeat_interval_ms: the broker refused {configs} for group "
-                f"{settings.group_id}: {exc.args[0].str() if exc.args else exc} (or use group_protocol=classic)"
+                f"{settings.group_id}: {error.str() if error is not None else exc} (or use group_protocol=classic)"
             ) from None
