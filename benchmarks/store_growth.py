@@ -3,9 +3,9 @@
 per event (a dedupe read that misses, a state read for 30% of events, the dedupe entry, its expiry
 index key and the user's state written in batches of 5,000), over 100,000 Zipf-skewed users, and
 the rate is printed every ROUND events. A store whose reads slow down as it grows shows here long
-before an hour-long soak does: with whole-file filters in the block cache the rate fell from
-40,000–60,000 to under 2,000 events/s past 1.3 million dedupe entries; with partitioned filters it
-stays near 30,000 (2026-12-03, 2.4 million events).
+before an hour-long soak does. Measured back to back (2026-12-03, 2.4 million events): with
+whole-file filters in the block cache the rate fell from ~100,000 to 21,000 events/s at 1.4 million
+and 4,400 at 2.4 million; with partitioned filters it went from 113,000 to 82,000 (last/first 0.73).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ VALUE = os.urandom(700)  # a state record of the bench's size
 def run(root: Path, users: int, rounds: int, stores: int = 3) -> list[float]:
     kvs = [RocksKV(root / str(n)) for n in range(stores)]
     keys = [f"p/u:{n}".encode() for n in range(users)]
+    store_of = {key: n % stores for n, key in enumerate(keys)}  # a user's partition, as at load
     for n, kv in enumerate(kvs):
         kv.write((b"s" + key, VALUE) for key in keys[n::stores])
     weights = [1 / (n + 1) ** 0.8 for n in range(users)]
@@ -37,7 +38,7 @@ def run(root: Path, users: int, rounds: int, stores: int = 3) -> list[float]:
         started = time.perf_counter()
         for user in chance.choices(keys, weights, k=ROUND):
             seq += 1
-            n = hash(user) % stores
+            n = store_of[user]
             kv, dedupe = kvs[n], user + b"/" + chance.randbytes(16).hex().encode()
             kv.get(b"d" + dedupe)
             if chance.random() < STATE_SHARE:
