@@ -117,9 +117,16 @@ class FakeProducer:
     offsets: list[list[tuple[str, int, int]]] = field(default_factory=list)
     refuse_commit: list[KafkaError] = field(default_factory=list)
     pending: list[tuple[str, bytes | None, bytes | None, int]] = field(default_factory=list)
+    # At commit, each record gets the next offset of its partition; those produced with an
+    # on_delivery callback get it reported, as librdkafka does.
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    callbacks: dict[int, Any] = field(default_factory=dict)  # index in `pending` → on_delivery
+    delivery_reports: int = 0
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                **_: Any) -> None:
+                on_delivery: Any = None, **_: Any) -> None:
+        if on_delivery is not None:
+            self.callbacks[len(self.pending)] = on_delivery
         self.pending.append((topic, key, value, partition))
 
     def begin_transaction(self) -> None:
@@ -132,12 +139,18 @@ class FakeProducer:
         if self.refuse_commit:
             raise KafkaException(self.refuse_commit.pop(0))
         self.transactions.append("commit")
+        for index, (topic, _, _, partition) in enumerate(self.pending):
+            offset = self.next_offsets.get((topic, partition), 0)
+            self.next_offsets[(topic, partition)] = offset + 1
+            if index in self.callbacks:
+                self.delivery_reports += 1
+                self.callbacks[index](None, FakeMessage((topic, partition, offset)))
         self.produced += self.pending
-        self.pending = []
+        self.pending, self.callbacks = [], {}
 
     def abort_transaction(self, timeout: float = -1) -> None:
         self.transactions.append("abort")
-        self.pending = []
+        self.pending, self.callbacks = [], {}
 
     def flush(self, timeout: float = -1) -> int:
         return 0

@@ -88,11 +88,19 @@ class Emitter:
 
     def changelog(self, partition: int, stores: KafkaStores) -> None:
         """The batch's changelog records of one partition, to the changelog partition of its number;
-        the producer reports their offsets, which the store's checkpoint records at commit."""
-        for key, record in stores.state_changelog():
-            self.sink.send(self.topics.state, key.encode(), record, partition, track=True)
-        for key, first_seen in stores.pending_dedupe.items():
-            self.sink.send(self.topics.dedupe, key.encode(), str(first_seen).encode(), partition, track=True)
+        the producer reports the offset of each topic's last one, which the store's checkpoint
+        records at commit. Only the last is tracked: the idempotent producer keeps a partition's
+        records in order, so the last has the highest offset, and a delivery callback per dedupe
+        entry (about one per event) would cost more than the entry itself."""
+        self.send_tracked(self.topics.state, [(key.encode(), record) for key, record in stores.state_changelog()],
+                          partition)
+        self.send_tracked(self.topics.dedupe, [(key.encode(), str(first_seen).encode())
+                                               for key, first_seen in stores.pending_dedupe.items()], partition)
+
+    def send_tracked(self, topic: str, records: list[tuple[bytes, bytes]], partition: int) -> None:
+        last = len(records) - 1
+        for n, (key, value) in enumerate(records):
+            self.sink.send(topic, key, value, partition, track=n == last)
 
     def admissions(self, registry: ExperimentRegistry) -> None:
         for project, name, admitted_at in registry.pending():
