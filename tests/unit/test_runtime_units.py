@@ -11,6 +11,7 @@ from tests.support.workers import idle_worker
 from worker.core.billing import MonthlyTrackedUsers, utc_month
 from worker.core.dlq_limit import DlqLimit
 from worker.errors import ConfigError
+from worker.runtime.clients import TRANSACTION_RETRY_BACKOFF_MS, producer_config
 from worker.runtime.kafka_errors import ErrorClass, classify
 from worker.runtime.runner import PRUNE_MARGIN_MS
 from worker.runtime.settings import load_settings
@@ -39,6 +40,12 @@ def test_secrets_are_masked_and_refused_in_plain_kafka_settings() -> None:
     assert settings.kafka_config()["sasl.password"] == "hunter2"
     with pytest.raises(ConfigError, match="kafka_secrets"):
         load_settings(kafka={"sasl.password": "hunter2"})
+
+
+def test_a_transactional_producer_retries_a_busy_coordinator_soon_unless_told_otherwise() -> None:
+    assert producer_config(load_settings())["retry.backoff.ms"] == TRANSACTION_RETRY_BACKOFF_MS
+    assert producer_config(load_settings(kafka={"retry.backoff.ms": "50"}))["retry.backoff.ms"] == "50"
+    assert "retry.backoff.ms" not in producer_config(load_settings(guarantee="at-least-once"))
 
 
 def test_group_side_kafka_settings_name_the_setting_to_use() -> None:
