@@ -73,8 +73,20 @@ def test_a_batch_commits_after_commit_every_messages_with_its_offsets_and_one_st
     assert worker.partitions.stores[0].state_of("default/u:user-1") == {"plan": "pro"}
 
 
+def test_the_store_checkpoint_reaches_each_changelogs_last_offset_from_one_delivery_report_per_topic() -> None:
+    worker, clients, _ = opened(commit_every_messages=3, commit_interval_ms=60_000)
+    for batch in range(2):
+        clients.consumer_.queued = [[by_user(3 * batch + n, user=f"user-{n}", a=batch) for n in range(3)]]
+        worker.poll_once()
+    out, checkpoint = producer(clients), worker.partitions.stores[0].checkpoint
+    assert out.transactions == ["begin", "commit", "begin", "commit"]
+    # Two batches of three users and three dedupe entries each: offsets 0–5 on each changelog.
+    assert (checkpoint.state_offset, checkpoint.dedupe_offset, checkpoint.input_offset) == (6, 6, 6)
+    assert out.delivery_reports == 4  # the last state and the last dedupe record of each batch
+
+
 def test_a_batch_commits_after_commit_interval_ms_and_not_before() -> None:
-    worker, clients, clock = opened(commit_every_messages=1000, commit_interval_ms=100)
+    worker, clients, clock = opened(commit_every_messages=1000, commit_interval_ms=100, commit_idle_ms=100)
     clients.consumer_.queued = [[by_user(1, plan="free")]]
     worker.poll_once()
     assert producer(clients).transactions == ["begin"]  # open: 0 ms of its 100 have passed
@@ -84,6 +96,29 @@ def test_a_batch_commits_after_commit_interval_ms_and_not_before() -> None:
     clock.now += 0.002
     worker.poll_once()
     assert producer(clients).transactions == ["begin", "commit"]
+
+
+def test_a_caught_up_batch_commits_after_commit_idle_ms_and_a_full_consume_waits_for_the_interval() -> None:
+    worker, clients, clock = opened(commit_every_messages=100_000, commit_interval_ms=100, commit_idle_ms=20)
+    full = [[by_user(offset, user=f"user-{offset % 7}") for offset in range(start, start + 1000)]
+            for start in (0, 1000)]  # all that consume() asked for, twice
+    clients.consumer_.queued = full
+    worker.poll_once()
+    clock.now += 0.030
+    worker.poll_once()  # 30 ms on, but this consume came back full: more input is waiting
+    assert producer(clients).transactions == ["begin"]
+    clients.consumer_.queued = [[by_user(2000)]]
+    worker.poll_once()  # fewer than asked for: caught up, and the batch is past 20 ms
+    assert producer(clients).transactions == ["begin", "commit"]
+    assert producer(clients).offsets == [[(BY_USER, 0, 2001)]]
+    clients.consumer_.queued = [[by_user(2001)]]
+    worker.poll_once()
+    clock.now += 0.019
+    worker.poll_once()  # caught up (nothing came), but the new batch is 19 ms old
+    assert producer(clients).transactions == ["begin", "commit", "begin"]
+    clock.now += 0.002
+    worker.poll_once()
+    assert producer(clients).transactions == ["begin", "commit", "begin", "commit"]
 
 
 def test_an_abortable_commit_aborts_rolls_the_stores_back_and_rewinds_the_input() -> None:

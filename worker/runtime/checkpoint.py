@@ -7,6 +7,7 @@ from __future__ import annotations
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from worker.runtime.intake import coordinates
+from worker.runtime.settings import WorkerSettings
 
 
 def commit_due(now: float, started: float, messages: int, interval_ms: int, every_messages: int) -> bool:
@@ -38,8 +39,14 @@ class Checkpoint:
     def offsets(self) -> list[TopicPartition]:
         return [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.next.items()]
 
-    def is_due(self, now: float, interval_ms: int, every_messages: int) -> bool:
-        return commit_due(now, self.started, self.messages, interval_ms, every_messages)
+    def is_due(self, now: float, settings: WorkerSettings, caught_up: bool = False) -> bool:
+        """`caught_up`: the last consume() came back with fewer messages than it asked for, so the
+        batch need not wait for more; it commits at commit_idle_ms. Under load consume() comes back
+        full and commit_interval_ms applies."""
+        interval_ms = settings.commit_interval_ms
+        if caught_up:
+            interval_ms = min(interval_ms, settings.commit_idle_ms)
+        return commit_due(now, self.started, self.messages, interval_ms, settings.commit_every_messages)
 
     def rewind(self, consumer: Consumer) -> set[tuple[str, int]]:
         """After an abort: seek each assigned partition of the batch back to its first offset; the

@@ -2,7 +2,8 @@
 
 One consumer reads the raw topic (split stage) and the by-user topic (stateful stage); one
 producer (`Sink`) writes every output, changelog record and the input offsets of a batch in one
-transaction (KIP-447), every `commit_interval_ms` or `commit_every_messages`. The pieces:
+transaction (KIP-447), every `commit_interval_ms` or `commit_every_messages`, or `commit_idle_ms`
+once it has caught up with its input. The pieces:
 
     Pipeline          the core rules (worker/core/pipeline.py), the same as process-file's
     Intake            Kafka messages → the core's inputs; what cannot be read → the DLQ
@@ -48,6 +49,7 @@ from worker.runtime.topics import prepare
 
 log = logging.getLogger(__name__)
 CONSUME_TIMEOUT_S = 0.005
+CONSUME_BATCH = 1000
 PRUNE_EVERY_S = 60.0
 LAG_EVERY_S = 5.0
 LOOP_GAUGE_EVERY_S = 1.0
@@ -69,9 +71,8 @@ class Worker:
         self.checkpoint = Checkpoint()
         self.rewound: set[tuple[str, int]] = set()  # partitions the last abort sought back
         self.stopping = threading.Event()
-        self.running = False
+        self.running, self.latest_ingested = False, 0
         self.last_loop = self.pruned_at = self.lag_at = self.loop_shown = self.clock.monotonic()
-        self.latest_ingested = 0
         self.consumer: Consumer | None = None
         self.sink: Sink | None = None
         self.emitter: Emitter | None = None
@@ -138,9 +139,10 @@ class Worker:
             self.metrics.loop_timestamp.set(self.clock.time())
         if self.partitions.restoring:
             self.partitions.install_restored(self.consumer)
-        # consume() returns when it has all 1000 or the timeout is over: a short timeout keeps a
-        # lightly loaded loop from waiting on a batch that is not coming (latency).
-        messages = self.consumer.consume(num_messages=1000, timeout=CONSUME_TIMEOUT_S)
+        # consume() returns when it has all it asked for or the timeout is over: a short timeout
+        # keeps a lightly loaded loop from waiting on a batch that is not coming (latency); and
+        # fewer than asked for means it has caught up with its input: commit_idle_ms applies.
+        messages = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT_S)
         if messages:
             with self.metrics.batch_seconds.time():
                 self.handle_all(messages)
@@ -153,7 +155,7 @@ class Worker:
         if now - self.lag_at >= LAG_EVERY_S:
             self.lag_at = now
             self.partitions.report_lag(self.consumer)
-        if self.commit_due():
+        if self.commit_due(caught_up=len(messages) < CONSUME_BATCH):
             self.commit()
 
     def handle_all(self, messages: list[Message]) -> None:
@@ -170,9 +172,8 @@ class Worker:
                 self.rewind(messages[index + 1:])
                 return
 
-    def commit_due(self) -> bool:
-        return self.checkpoint.is_due(self.clock.monotonic(), self.settings.commit_interval_ms,
-                                      self.settings.commit_every_messages)
+    def commit_due(self, caught_up: bool = False) -> bool:
+        return self.checkpoint.is_due(self.clock.monotonic(), self.settings, caught_up)
 
     def shutdown(self, commit: bool) -> None:
         """Commit what is done (or, after an error, abort it), leave the group, let the producer drain."""

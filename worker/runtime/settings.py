@@ -88,6 +88,10 @@ class WorkerSettings(BaseSettings):
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
     commit_interval_ms: int = Field(default=100, ge=1)
     commit_every_messages: int = Field(default=5000, ge=1)
+    # Once the worker has caught up with its input, a batch commits when it is this old rather
+    # than commit_interval_ms: latency at ordinary loads is then a few commits' time, and under
+    # load (consume() returns full batches) the full interval applies. ≥ commit_interval_ms: off.
+    commit_idle_ms: int = Field(default=20, ge=1)
     # How long the producer waits to fill a batch (librdkafka linger.ms); see runtime/clients.py.
     linger_ms: int = Field(default=20, ge=0, le=60_000)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
