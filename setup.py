@@ -13,7 +13,7 @@ import sys
 from setuptools import setup
 
 # The modules compiled: the core (every rule, run per event), process-file's driver, and the
-# runtime's per-record code (the loop, the emitter, the sink). Package __init__ files stay Python (mypyc needs a real package).
+# runtime's per-record code (the loop, the emitter, the sink, the stores). Package __init__ files stay Python (mypyc needs a real package).
 COMPILED = [
     "worker/core/billing.py",
     "worker/core/config.py",
@@ -33,6 +33,7 @@ COMPILED = [
     "worker/runtime/checkpoint.py",
     "worker/runtime/emitter.py",
     "worker/runtime/intake.py",
+    "worker/runtime/kv.py",
     "worker/runtime/runner.py",
     "worker/runtime/restore.py",
     "worker/runtime/sink.py",

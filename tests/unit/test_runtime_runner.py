@@ -213,7 +213,7 @@ def test_experiment_health_counts_committed_work_and_follows_the_partitions(tmp_
     def restored_with_a_user(*args: Any) -> RestoreResult:
         stores = args[3]
         record = state_record("default", "default/u:old", {"[Experiment] checkout": "treatment"}, T0)
-        stores.restore([("default/u:old", stores.encode(record))], [], 1, 0)
+        stores.restore([(b"default/u:old", stores.encode(record))], [], 1, 0)
         return RestoreResult(args[2])
 
     worker.partitions.restorer = restored_with_a_user

@@ -5,12 +5,13 @@ temporary directory; no broker."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from tests.support.settings import offline_settings
-from worker.runtime.kv import MemoryKV, RocksKV
+from worker.runtime.kv import KeyValue, MemoryKV, RocksKV
 from worker.runtime.local_state import StoreFactory
 from worker.runtime.restore import unusable_checkpoint
 from worker.runtime.state import EXPIRY, META, KafkaStores, StateCache, StoreCheckpoint
@@ -76,13 +77,26 @@ def test_changelog_offsets_only_move_forward_and_an_absent_one_stays(tmp_path: P
     stores.close()
 
 
+class CountingReads:
+    """A byte store that notes the keys it is asked for (the compiled stores cannot be patched)."""
+
+    def __init__(self, kv: KeyValue, reads: list[bytes]) -> None:
+        self.kv, self.reads = kv, reads
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads.append(key)
+        return self.kv.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
 def test_a_commit_counts_new_users_from_what_the_batch_read_without_reading_the_store_again(
         tmp_path: Path) -> None:
     stores = factory(tmp_path).open(0)
     committed(stores, "p/u:1", {"a": 1}, (1, None, 1))  # written unread: the commit looks it up
     reads: list[bytes] = []
-    get = stores.kv.get
-    stores.kv.get = lambda key: reads.append(key) or get(key)  # type: ignore[method-assign]
+    stores.kv = CountingReads(stores.kv, reads)
     for user in ("p/u:1", "p/u:2", "p/u:3"):
         old = stores.state_of(user) or {}
         stores.put_state(user, {**old, "b": 2}, 2_000)
@@ -102,10 +116,10 @@ def test_a_commit_counts_new_users_from_what_the_batch_read_without_reading_the_
 def test_a_restore_counts_users_once_deletes_tombstones_and_remembers_experiment_names(tmp_path: Path) -> None:
     stores = factory(tmp_path).open(0)
     record = CODEC.encode({"project_id": "p", "user_key": "p/u:1", "user_properties": {"[Experiment] f": "on"}})
-    stores.restore([("p/u:1", record), ("p/u:2", record), ("p/u:1", record)], [("k", 7)], 3, 1,
+    stores.restore([(b"p/u:1", record), (b"p/u:2", record), (b"p/u:1", record)], [(b"k", 7)], 3, 1,
                    {("p", "[Experiment] f")})
     assert stores.users == 2
-    stores.restore([("p/u:2", None)], [("k", None)], 4, 2)
+    stores.restore([(b"p/u:2", None)], [(b"k", None)], 4, 2)
     assert stores.users == 1 and stores.state_of("p/u:2") is None and stores.first_seen("k") is None
     assert dict(stores.iter_states()) == {"p/u:1": {"[Experiment] f": "on"}}
     stores.close()

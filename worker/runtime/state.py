@@ -188,19 +188,21 @@ class KafkaStores:
         self.encoded = []
 
     # ---- restore and expiry ---------------------------------------------------------------------
-    def restore(self, states: Iterable[tuple[str, bytes | None]], dedupes: Iterable[tuple[str, int | None]],
+    def restore(self, states: Iterable[tuple[bytes, bytes | None]], dedupes: Iterable[tuple[bytes, int | None]],
                 state_offset: int | None, dedupe_offset: int | None,
                 names: Iterable[tuple[str, str]] = ()) -> None:
-        """Changelog records read back (a None value deletes), how far the changelogs were read, and
-        the experiment names found in them (kept, so a restart from the checkpoint still knows them)."""
+        """Changelog records read back, keys as bytes (a None value deletes), how far the changelogs
+        were read, and the experiment names found in them (kept, so a restart from the checkpoint
+        still knows them)."""
         writes: list[Write] = [(NAMES + f"{project}\0{name}".encode(), b"") for project, name in names]
+        kv, users = self.kv, 0
         for key, record in dict(states).items():  # a key twice in one read (not compacted yet): its last
-            state_key = STATE + key.encode()
-            existed = self.kv.get(state_key) is not None
-            self.checkpoint.users += (record is not None) - existed
+            state_key = STATE + key
+            users += (record is not None) - (kv.get(state_key) is not None)
             writes.append((state_key, record))
+        self.checkpoint.users += users
         for key, first_seen in dedupes:
-            writes += [(DEDUPE + key.encode(), None)] if first_seen is None else dedupe_writes(key, first_seen)
+            writes += [(DEDUPE + key, None)] if first_seen is None else raw_dedupe_writes(key, first_seen)
         self.advance(state_offset, dedupe_offset, None)
         writes.append((META, self.checkpoint.encode()))
         self.kv.write(writes)
@@ -242,5 +244,9 @@ class KafkaStores:
 
 
 def dedupe_writes(key: str, first_seen: int) -> list[Write]:
-    raw_key, when = key.encode(), first_seen.to_bytes(8, "big")
+    return raw_dedupe_writes(key.encode(), first_seen)
+
+
+def raw_dedupe_writes(raw_key: bytes, first_seen: int) -> list[Write]:
+    when = first_seen.to_bytes(8, "big")
     return [(DEDUPE + raw_key, when), (EXPIRY + when + raw_key, b"")]
