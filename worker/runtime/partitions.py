@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from worker.core.limit import ExperimentRegistry
 from worker.errors import KafkaFatalError
+from worker.runtime import heap
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
 from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.local_state import StoreFactory
@@ -109,6 +110,7 @@ class PartitionManager:
             job.stores = self.open_trusted(job.partition)
             job.result = self.restorer(self.settings, self.clients, job.partition, job.stores, job.names,
                                        lambda done, total: self.progress(job, done, total))
+            heap.give_back()  # what the restore's buffers freed, back to the system (see worker.runtime.heap)
         except Cancelled:
             log.info("partition %d went while it restored: its restore stopped", job.partition)
         except BaseException as exc:  # raised in the loop by install_restored
