@@ -27,6 +27,9 @@ from worker.errors import InputFileError
 
 FILE_TOPIC = "file"
 LINE = orjson.OPT_APPEND_NEWLINE
+# Input and record files go through 1 MiB buffers, not the default 8 KiB (a 100,000-record input
+# makes ~430 MB of records): system time 0.58 -> 0.32 s, wall 6.95 -> 6.55 s (3 runs each, interleaved).
+FILE_BUFFER = 1 << 20
 # orjson reads integers beyond 64 bits as floats; lines with a run of 19 or more digits take the
 # exact path. Finding such a run: digits become "0", all else ".", then a plain substring search
 # (ten times faster than a regular expression over every line).
@@ -102,7 +105,7 @@ def read_message(line: bytes, offset: int, now_ms: int) -> RawMessage:
 
 def read_messages(path: Path, now_ms: int) -> Iterator[RawMessage]:
     """Offsets are 0-based line numbers, blank lines counted and skipped."""
-    with path.open("rb") as lines:
+    with path.open("rb", buffering=FILE_BUFFER) as lines:
         for offset, line in enumerate(lines):
             if line.strip():
                 yield read_message(line, offset, now_ms)
@@ -171,9 +174,9 @@ class RecordFiles:
 
     def __init__(self, out_dir: Path, summary: Summary) -> None:
         self.summary = summary
-        self.events = (out_dir / "events.jsonl").open("wb")
-        self.deltas = (out_dir / "deltas.jsonl").open("wb")
-        self.dlq = (out_dir / "dlq.jsonl").open("wb")
+        self.events = (out_dir / "events.jsonl").open("wb", buffering=FILE_BUFFER)
+        self.deltas = (out_dir / "deltas.jsonl").open("wb", buffering=FILE_BUFFER)
+        self.dlq = (out_dir / "dlq.jsonl").open("wb", buffering=FILE_BUFFER)
 
     def __enter__(self) -> RecordFiles:
         return self
