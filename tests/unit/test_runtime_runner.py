@@ -293,3 +293,29 @@ def test_a_restored_partition_that_cannot_be_resumed_leaves_without_stopping_the
     worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
     assert 1 not in worker.partitions.stores and not worker.partitions.restoring
     assert worker.ready
+
+
+def test_a_restored_partition_whose_resume_fails_is_tried_again_later_each_time_and_then_installed() -> None:
+    worker, clients, clock = opened()
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.partitions.restorations[1].done.wait(10)
+    tries: list[float] = []
+    refusing = True
+
+    def seek(tp: TopicPartition) -> None:
+        tries.append(clock.now)
+        if refusing:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Failed to seek: Local: Erroneous state"))
+        consumer.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    consumer.seek = seek  # type: ignore[method-assign]
+    for _ in range(200):  # the loop asks every 10 ms for two seconds
+        worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+        clock.now += 0.01
+    gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
+    assert gaps == [pytest.approx(gap, abs=0.011) for gap in (0.1, 0.2, 0.4, 0.8)], gaps  # then 1.6, past 2 s
+    refusing = False
+    clock.now += 5.0
+    worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
+    assert 1 in worker.partitions.stores and not worker.partitions.restoring

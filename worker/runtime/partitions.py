@@ -30,6 +30,7 @@ from worker.core.limit import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime import heap
 from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
+from worker.runtime.clock import Clock, SystemClock
 from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.local_state import StoreFactory
 from worker.runtime.metrics import Metrics
@@ -39,6 +40,9 @@ from worker.runtime.state import KafkaStores, StateCache
 from worker.serde import codec_for
 
 log = logging.getLogger(__name__)
+# A restored partition whose install fails (its committed offset unknown, its resume refused before
+# its revocation arrives) is tried again after 0.1 s, then twice as long each time, up to 5 s.
+INSTALL_RETRY_FIRST_S, INSTALL_RETRY_MAX_S = 0.1, 5.0
 
 
 class Cancelled(Exception):
@@ -58,6 +62,15 @@ class Restoring:
         self.lock = threading.Lock()
         self.result: RestoreResult | None = None
         self.error: BaseException | None = None
+        self.install_tries = 0  # failed tries to install it (committed offset unknown, resume refused)
+        self.next_try = 0.0  # the clock's monotonic seconds
+
+    def retry_later(self, now: float) -> float:
+        """Note a failed install; the seconds until the next try (doubling, up to INSTALL_RETRY_MAX_S)."""
+        delay = min(INSTALL_RETRY_FIRST_S * (1 << min(self.install_tries, 16)), INSTALL_RETRY_MAX_S)
+        self.install_tries += 1
+        self.next_try = now + delay
+        return delay
 
     def finish(self) -> None:
         with self.lock:
@@ -77,8 +90,10 @@ Restorer = Callable[..., RestoreResult]
 
 class PartitionManager:
     def __init__(self, settings: WorkerSettings, clients: Clients, metrics: Metrics,
-                 registry: ExperimentRegistry, restorer: Restorer = restore_partition) -> None:
+                 registry: ExperimentRegistry, clock: Clock | None = None,
+                 restorer: Restorer = restore_partition) -> None:
         self.settings, self.clients, self.metrics, self.registry = settings, clients, metrics, registry
+        self.clock: Clock = clock or SystemClock()
         self.restorer = restorer
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stores: dict[int, KafkaStores] = {}
@@ -142,8 +157,9 @@ class PartitionManager:
 
     def install_restored(self, consumer: Consumer) -> None:
         """Install finished restores: stores in, names merged, partition resumed at its committed offset."""
+        now = self.clock.monotonic()
         for partition, job in list(self.restorations.items()):
-            if not job.done.is_set():
+            if not job.done.is_set() or now < job.next_try:
                 continue
             if job.error is not None:
                 raise KafkaFatalError(f"restore of partition {partition}: {job.error}") from job.error
@@ -155,7 +171,8 @@ class PartitionManager:
         try:
             committed = consumer.committed([tp], timeout=TRANSACTION_CALL_TIMEOUT_S)[0].offset
         except KafkaException as exc:
-            log.warning("partition %d restored, but its committed offset is unknown (%s); retrying", partition, exc)
+            log.warning("partition %d restored, but its committed offset is unknown (%s); retrying in %.1f s",
+                        partition, exc, job.retry_later(self.clock.monotonic()))
             return
         if self.restorations.get(partition) is not job:
             return  # revoked while we asked (the call serves rebalance callbacks): dropped already
@@ -166,7 +183,8 @@ class PartitionManager:
             # Kept as restoring (its messages skipped, paused again) until the revocation drops it or
             # a later try resumes it: dropped here, a message fetched after the resume would find
             # no stores (seen in make test's chaos test: exit 2).
-            log.warning("partition %d restored but not resumed (%s); retrying until it is revoked", partition, exc)
+            log.warning("partition %d restored but not resumed (%s); retrying in %.1f s until it is revoked",
+                        partition, exc, job.retry_later(self.clock.monotonic()))
             with contextlib.suppress(KafkaException):
                 consumer.pause([tp])
             return

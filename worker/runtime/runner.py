@@ -66,7 +66,7 @@ class Worker:
         self.clock: Clock = clock or SystemClock()
         self.config = settings.core_config()
         self.pipeline = Pipeline(self.config)
-        self.partitions = PartitionManager(settings, self.clients, metrics, self.pipeline.registry)
+        self.partitions = PartitionManager(settings, self.clients, metrics, self.pipeline.registry, self.clock)
         self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window, settings.dlq_max_consecutive)
         self.checkpoint = Checkpoint()
         self.rewound: set[tuple[str, int]] = set()  # partitions the last abort sought back
