@@ -3,6 +3,7 @@ holds, abort and rewind, a revoke in the middle of a restore, the DLQ limit. No 
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -313,7 +314,7 @@ def test_a_restored_partition_whose_resume_fails_is_tried_again_later_each_time_
     for _ in range(200):  # the loop asks every 10 ms for two seconds
         worker.partitions.install_restored(consumer)  # type: ignore[arg-type]
         clock.now += 0.01
-    gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
     assert gaps == [pytest.approx(gap, abs=0.011) for gap in (0.1, 0.2, 0.4, 0.8)], gaps  # then 1.6, past 2 s
     refusing = False
     clock.now += 5.0
