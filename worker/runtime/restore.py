@@ -118,7 +118,7 @@ class Reading:
         self.total = self.start_at_low_watermarks()
         self.result = RestoreResult(partition, from_checkpoint=checkpoint.state_offset + checkpoint.dedupe_offset > 0)
         # The records not written yet, keys as they are on the changelogs (bytes: nothing is decoded
-        # that the store would encode again), in parallel lists (no tuple per record).
+        # that the store would encode again); the state records in two parallel lists (no tuple each).
         self.state_keys: list[bytes] = []
         self.state_values: list[bytes | None] = []
         self.dedupes: list[tuple[bytes, int | None]] = []
