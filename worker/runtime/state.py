@@ -163,7 +163,7 @@ class KafkaStores:
             writes.append((state_key, record))
             self.cache.put(self.partition, key, self.pending_state[key], len(record))
         for key, first_seen in self.pending_dedupe.items():
-            writes += dedupe_writes(key, first_seen)
+            writes += dedupe_writes(key.encode(), first_seen)
         self.advance(state_offset, dedupe_offset, input_offset)
         writes.append((META, self.checkpoint.encode()))
         self.kv.write(writes)
@@ -202,7 +202,7 @@ class KafkaStores:
             writes.append((state_key, record))
         self.checkpoint.users += users
         for key, first_seen in dedupes:
-            writes += [(DEDUPE + key, None)] if first_seen is None else raw_dedupe_writes(key, first_seen)
+            writes += [(DEDUPE + key, None)] if first_seen is None else dedupe_writes(key, first_seen)
         self.advance(state_offset, dedupe_offset, None)
         writes.append((META, self.checkpoint.encode()))
         self.kv.write(writes)
@@ -243,10 +243,6 @@ class KafkaStores:
         self.kv.close()
 
 
-def dedupe_writes(key: str, first_seen: int) -> list[Write]:
-    return raw_dedupe_writes(key.encode(), first_seen)
-
-
-def raw_dedupe_writes(raw_key: bytes, first_seen: int) -> list[Write]:
+def dedupe_writes(raw_key: bytes, first_seen: int) -> list[Write]:
     when = first_seen.to_bytes(8, "big")
     return [(DEDUPE + raw_key, when), (EXPIRY + when + raw_key, b"")]
