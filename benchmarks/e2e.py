@@ -31,6 +31,9 @@ from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
 PARTITIONS = 6  # 2 processes on 2 cores get 3 each
+# Every Kafka writer of the bench compresses its batches alike: the worker (its default), Quix
+# Streams' producer and the transactional copy.
+COMPRESSION = "lz4"
 SUBSCRIBING = "experiment-property registry:"  # the worker's last log line before it subscribes
 Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka's produce() takes them
 
@@ -40,7 +43,7 @@ def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> WorkerSetting
     KIP-848 member learns of partitions given to it at its next heartbeat, which would otherwise
     leave the second of 2 processes idle for up to 5 s of a run that lasts tens of seconds."""
     base = {"instance_id": "bench", "partitions": PARTITIONS, "session_timeout_ms": 15_000,
-            "heartbeat_interval_ms": 1000}
+            "heartbeat_interval_ms": 1000, "compression_type": COMPRESSION}
     return unique_settings(bootstrap, prefix, **{**base, **overrides})
 
 
@@ -99,7 +102,7 @@ def copy_baseline(settings: WorkerSettings, messages: int) -> float:
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest"})
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "transactional.id": f"copy-{uuid.uuid4()}",
-                         "linger.ms": 5})
+                         "linger.ms": 5, "compression.type": COMPRESSION})
     producer.init_transactions(30)
     consumer.subscribe([settings.topics.raw])
     copied, started, batch_started, in_txn = 0, time.monotonic(), time.monotonic(), False

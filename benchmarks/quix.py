@@ -273,6 +273,7 @@ def child(args: argparse.Namespace) -> None:
         broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
         processing_guarantee="exactly-once", commit_interval=args.commit_interval, commit_every=args.commit_every,
         state_dir=args.state_dir, on_consumer_error=skip_bad_json, loglevel="WARNING",
+        producer_extra_config={"compression.type": args.compression},
     )
     raw = app.topic(args.raw_topic, key_deserializer="bytes", value_deserializer="json")
     out = app.topic(args.out_topic, key_serializer="string", value_serializer="json",
@@ -293,11 +294,12 @@ def child(args: argparse.Namespace) -> None:
 # --- the timed run (main venv) ---------------------------------------------------------------------
 
 def quix_run(bootstrap: str, raw_topic: str, partitions: int, expected_events: int, workdir: Path,
-             commit_interval: float = 0.1, commit_every: int = 5000, timeout_s: float | None = None) -> float:
+             commit_interval: float = 0.1, commit_every: int = 5000, timeout_s: float | None = None,
+             compression: str = "lz4") -> float:
     """Seconds until Quix has committed `expected_events` enriched events to its output topic.
 
     commit_interval/commit_every default to the worker's defaults (100 ms or 5000 messages, whichever
-    first); Quix's own defaults are 5 s and 0.
+    first); Quix's own defaults are 5 s and 0. `compression`: its producer's, as the worker's (lz4).
     """
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -319,7 +321,7 @@ def quix_run(bootstrap: str, raw_topic: str, partitions: int, expected_events: i
                "--raw-topic", raw_topic, "--out-topic", out_topic, "--group", group,
                "--partitions", str(partitions), "--state-dir", str(workdir / f"quix-state-{tag}"),
                "--ready-file", str(ready), "--commit-interval", str(commit_interval),
-               "--commit-every", str(commit_every)]
+               "--commit-every", str(commit_every), "--compression", compression]
     log_path = workdir / f"quix-{tag}.log"
     env = {**os.environ, "PYTHONPATH": ""}
     with log_path.open("wb") as log:
@@ -370,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file")
     parser.add_argument("--commit-interval", type=float, default=0.1)
     parser.add_argument("--commit-every", type=int, default=5000)
+    parser.add_argument("--compression", default="lz4", help="the producer's compression.type")
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--users", type=int, default=100_000)
     args = parser.parse_args(argv)

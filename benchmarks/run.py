@@ -138,7 +138,8 @@ def baselines(run: Run, results: dict[str, Any]) -> None:
     if quix.quix_available():
         qs = run.fresh("quix")
         expected = quix_expected(run.workload)
-        results["quix_s"] = quix.quix_run(run.bootstrap, qs.topics.raw, qs.partitions, expected, run.work)
+        results["quix_s"] = quix.quix_run(run.bootstrap, qs.topics.raw, qs.partitions, expected, run.work,
+                                           compression=e2e.COMPRESSION)
         run.say("Quix Streams, exactly-once", results["quix_s"])
     else:
         print(f"  Quix Streams skipped: {QUIX_SETUP_HINT}")

@@ -42,6 +42,14 @@ def test_secrets_are_masked_and_refused_in_plain_kafka_settings() -> None:
         load_settings(kafka={"sasl.password": "hunter2"})
 
 
+def test_the_producer_compresses_with_lz4_unless_told_otherwise_and_a_bad_codec_names_the_setting() -> None:
+    assert producer_config(load_settings())["compression.type"] == "lz4"
+    assert producer_config(load_settings(compression_type="zstd"))["compression.type"] == "zstd"
+    assert producer_config(load_settings(kafka={"compression.type": "none"}))["compression.type"] == "none"
+    with pytest.raises(ConfigError, match="compression_type"):
+        load_settings(compression_type="brotli")
+
+
 def test_a_transactional_producer_retries_a_busy_coordinator_soon_unless_told_otherwise() -> None:
     assert producer_config(load_settings())["retry.backoff.ms"] == TRANSACTION_RETRY_BACKOFF_MS
     assert producer_config(load_settings(kafka={"retry.backoff.ms": "50"}))["retry.backoff.ms"] == "50"

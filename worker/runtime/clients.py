@@ -73,6 +73,10 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
         # Records wait up to linger_ms to share a batch: fewer, larger produce requests cost the
         # broker far less CPU per record; a transaction's commit flushes them anyway.
         "linger.ms": settings.linger_ms,
+        # The worker writes ~4 JSON records per event; lz4 batches cost the broker ~30% less CPU
+        # (it handles a quarter of the bytes) and, on 2 cores shared with it, gave 1.13x the
+        # events/s with a steadier rate (3 pairs, 400k events); zstd gave 0.93x of lz4 (2 pairs).
+        "compression.type": settings.compression_type.value,
         **common_config(settings),
         # Same partition as Java producers keying by the user key (SPEC §1).
         "partitioner": "murmur2_random",

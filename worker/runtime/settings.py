@@ -54,6 +54,14 @@ class StateStore(StrEnum):
     MEMORY = "memory"
 
 
+class Compression(StrEnum):  # librdkafka's compression.type for every record the worker writes
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 class Format(StrEnum):
     JSON = "json"
     AVRO = "avro"
@@ -94,6 +102,8 @@ class WorkerSettings(BaseSettings):
     commit_idle_ms: int = Field(default=20, ge=1)
     # How long the producer waits to fill a batch (librdkafka linger.ms); see runtime/clients.py.
     linger_ms: int = Field(default=20, ge=0, le=60_000)
+    # The compression of the worker's produce batches (runtime/clients.py): lz4 by default.
+    compression_type: Compression = Compression.LZ4
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     group_protocol: GroupProtocol = GroupProtocol.CONSUMER
     # How long a silent member keeps its partitions, and how often members heartbeat. None: the
