@@ -8,6 +8,7 @@ logger (runtime/kafka_log.py), so its lines join the worker's own stream.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer
@@ -133,3 +134,42 @@ class KafkaClients:
 
     def reader(self, purpose: str) -> Consumer:
         return Consumer(reader_config(self.settings, purpose))
+
+
+class SharedAdmin:
+    """`clients` whose admin() is one admin client shared by every caller (thread-safe), which
+    `renew_admin()` replaces after a failure (librdkafka#4620). The restores use it: with an admin
+    client of its own per restore step (two per partition, six partitions restored at once), a
+    fresh client's first ListOffsets waited 1 or 3 s now and then (6 partitions: 2-4 of 15 restarts
+    slow, where one shared client gave 0 of 15), which made a restart from disk take 0.3 to 3.3 s."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self.lock = threading.Lock()
+        self.shared: AdminClient | None = None
+
+    def consumer(self) -> Consumer:
+        return self.clients.consumer()
+
+    def producer(self) -> Producer:
+        return self.clients.producer()
+
+    def reader(self, purpose: str) -> Consumer:
+        return self.clients.reader(purpose)
+
+    def admin(self) -> AdminClient:
+        with self.lock:
+            if self.shared is None:
+                self.shared = self.clients.admin()
+            return self.shared
+
+    def renew_admin(self) -> AdminClient:
+        with self.lock:
+            self.shared = self.clients.admin()
+            return self.shared
+
+
+def renewed_admin(clients: Clients) -> AdminClient:
+    """A new admin client after one failed (for a SharedAdmin, its shared one renewed)."""
+    return clients.renew_admin() if isinstance(clients, SharedAdmin) else clients.admin()
+

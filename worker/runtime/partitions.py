@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from worker.core.limit import ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime import heap
-from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients
+from worker.runtime.clients import TRANSACTION_CALL_TIMEOUT_S, Clients, SharedAdmin
 from worker.runtime.clock import Clock, SystemClock
 from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.local_state import StoreFactory
@@ -92,7 +92,8 @@ class PartitionManager:
     def __init__(self, settings: WorkerSettings, clients: Clients, metrics: Metrics,
                  registry: ExperimentRegistry, clock: Clock | None = None,
                  restorer: Restorer = restore_partition) -> None:
-        self.settings, self.clients, self.metrics, self.registry = settings, clients, metrics, registry
+        self.settings, self.metrics, self.registry = settings, metrics, registry
+        self.clients = SharedAdmin(clients)  # one admin client for every restore's offset queries
         self.clock: Clock = clock or SystemClock()
         self.restorer = restorer
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user

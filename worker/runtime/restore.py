@@ -34,7 +34,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
-from worker.runtime.clients import Clients, reader_config
+from worker.runtime.clients import Clients, reader_config, renewed_admin
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.state import KafkaStores, StoreCheckpoint
 
@@ -250,7 +250,7 @@ class Reading:
             # after a leader change (librdkafka#4620).
             log.warning("restoring partition %d: %s; asking again with a new admin client", self.partition, exc)
             time.sleep(0.5)
-            self.admin = self.clients.admin()
+            self.admin = renewed_admin(self.clients)
             return pending
 
     def caught_up(self, key: tuple[str, int]) -> bool:
