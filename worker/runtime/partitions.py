@@ -141,8 +141,12 @@ class PartitionManager:
             return stores
         admin = self.clients.admin()
         topics = self.settings.topics
-        state = ends(admin, TopicPartition(topics.state, partition))
-        dedupe = ends(admin, TopicPartition(topics.dedupe, partition))
+        try:
+            state = ends(admin, TopicPartition(topics.state, partition))
+            dedupe = ends(admin, TopicPartition(topics.dedupe, partition))
+        except KafkaException:
+            self.clients.renew_admin()  # the next restore asks with a new client (librdkafka#4620)
+            raise
         reason = unusable_checkpoint(stores.trusted, state, dedupe)
         if reason is not None:
             return self.factory.rebuild(stores, reason, f"checkpoint {stores.trusted} against the changelogs' "
