@@ -86,7 +86,7 @@ def child(settings: WorkerSettings) -> dict[str, Any]:
 
     from prometheus_client import CollectorRegistry
 
-    from worker.runtime.clients import KafkaClients
+    from worker.runtime.clients import KafkaClients, SharedAdmin
     from worker.runtime.metrics import Metrics
     from worker.runtime.partitions import PartitionManager, Restoring
 
@@ -96,7 +96,8 @@ def child(settings: WorkerSettings) -> dict[str, Any]:
                                ExperimentRegistry(settings.experiment_property_limit))
     jobs = [Restoring(p, settings.experiment_property_limit) for p in range(settings.partitions)]
     started = time.monotonic()
-    threads = [threading.Thread(target=manager.restore, args=(job,)) for job in jobs]
+    clients = SharedAdmin(manager.clients)  # as PartitionManager.assign shares one among its restores
+    threads = [threading.Thread(target=manager.restore, args=(job, clients)) for job in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:

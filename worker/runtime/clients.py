@@ -138,10 +138,12 @@ class KafkaClients:
 
 class SharedAdmin:
     """`clients` whose admin() is one admin client shared by every caller (thread-safe), which
-    `renew_admin()` replaces after a failure (librdkafka#4620). The restores use it: with an admin
-    client of its own per restore step (two per partition, six partitions restored at once), a
-    fresh client's first ListOffsets waited 1 or 3 s now and then (6 partitions: 2-4 of 15 restarts
-    slow, where one shared client gave 0 of 15), which made a restart from disk take 0.3 to 3.3 s."""
+    `renew_admin()` replaces after a failure (librdkafka#4620). The restores of one assignment
+    share one (PartitionManager.assign): with an admin client of their own per restore step (two
+    per partition, six partitions restored at once), a fresh client's first ListOffsets waited 1
+    or 3 s now and then (2-4 of 15 restarts slow; one shared: 0 of 15), which made a restart from
+    disk take 0.3 to 3.3 s. Not one per process: a client that outlived a broker restart can fail
+    ListOffsets for good (librdkafka#4620)."""
 
     def __init__(self, clients: Clients) -> None:
         self.clients = clients

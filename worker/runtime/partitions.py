@@ -92,8 +92,7 @@ class PartitionManager:
     def __init__(self, settings: WorkerSettings, clients: Clients, metrics: Metrics,
                  registry: ExperimentRegistry, clock: Clock | None = None,
                  restorer: Restorer = restore_partition) -> None:
-        self.settings, self.metrics, self.registry = settings, metrics, registry
-        self.clients = SharedAdmin(clients)  # one admin client for every restore's offset queries
+        self.settings, self.clients, self.metrics, self.registry = settings, clients, metrics, registry
         self.clock: Clock = clock or SystemClock()
         self.restorer = restorer
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
@@ -114,17 +113,19 @@ class PartitionManager:
         keyed = [tp for tp in partitions if tp.topic == self.keyed_topic]
         if keyed:
             consumer.pause(keyed)
+        clients = SharedAdmin(self.clients)  # the restores of one assignment share one admin client
         for tp in keyed:
             job = Restoring(tp.partition, self.settings.experiment_property_limit)
             self.restorations[tp.partition] = job
-            threading.Thread(target=self.restore, args=(job,), name=f"restore-{tp.partition}", daemon=True).start()
+            threading.Thread(target=self.restore, args=(job, clients), name=f"restore-{tp.partition}",
+                             daemon=True).start()
         self.report()
 
-    def restore(self, job: Restoring) -> None:
+    def restore(self, job: Restoring, clients: SharedAdmin) -> None:
         """Thread body: open the partition's stores, distrust a bad checkpoint, read the changelogs."""
         try:
-            job.stores = self.open_trusted(job.partition)
-            job.result = self.restorer(self.settings, self.clients, job.partition, job.stores, job.names,
+            job.stores = self.open_trusted(job.partition, clients)
+            job.result = self.restorer(self.settings, clients, job.partition, job.stores, job.names,
                                        lambda done, total: self.progress(job, done, total))
             heap.give_back()  # what the restore's buffers freed, back to the system (see worker.runtime.heap)
         except Cancelled:
@@ -134,18 +135,18 @@ class PartitionManager:
         finally:
             job.finish()
 
-    def open_trusted(self, partition: int) -> KafkaStores:
+    def open_trusted(self, partition: int, clients: SharedAdmin) -> KafkaStores:
         """The partition's store, trusted only when its checkpoint lies inside both changelogs."""
         stores = self.factory.open_usable(partition)
         if stores.trusted is None:
             return stores
-        admin = self.clients.admin()
+        admin = clients.admin()
         topics = self.settings.topics
         try:
             state = ends(admin, TopicPartition(topics.state, partition))
             dedupe = ends(admin, TopicPartition(topics.dedupe, partition))
         except KafkaException:
-            self.clients.renew_admin()  # the next restore asks with a new client (librdkafka#4620)
+            clients.renew_admin()  # the restores still running ask with a new client (librdkafka#4620)
             raise
         reason = unusable_checkpoint(stores.trusted, state, dedupe)
         if reason is not None:
