@@ -174,4 +174,3 @@ class SharedAdmin:
 def renewed_admin(clients: Clients) -> AdminClient:
     """A new admin client after one failed (for a SharedAdmin, its shared one renewed)."""
     return clients.renew_admin() if isinstance(clients, SharedAdmin) else clients.admin()
-
