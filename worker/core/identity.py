@@ -36,3 +36,8 @@ def user_key(project_id: str, user_id: str | None, device_id: str | None) -> str
 def project_of(key: str) -> str:
     """The project id at the front of a user key."""
     return key.partition("/")[0]
+
+
+def raw_project_of(key: bytes) -> bytes:
+    """`project_of` for a user key as its UTF-8 bytes (a changelog's key, not decoded)."""
+    return key.partition(b"/")[0]

@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from worker.core.identity import raw_project_of
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import Clients, reader_config, renewed_admin
@@ -206,7 +207,7 @@ class Reading:
         are decoded, as is every record of another format."""
         by_project: dict[bytes, list[bytes]] = {}
         for user_key, value in self.marked:
-            by_project.setdefault(user_key.partition(b"/")[0], []).append(value)
+            by_project.setdefault(raw_project_of(user_key), []).append(value)
         self.marked = []
         for raw_project, records in by_project.items():
             project = raw_project.decode("utf-8", "replace")
