@@ -1,11 +1,11 @@
-"""SharedAdmin: the restores' one admin client (fresh clients started together were slow to answer)."""
+"""SharedAdmin: the one admin client of an assignment's restores (fresh ones started together were slow)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from worker.runtime.clients import SharedAdmin, renewed_admin
+from worker.runtime.clients import SharedAdmin
 
 
 class CountingClients:
@@ -36,13 +36,8 @@ def test_every_thread_gets_the_one_admin_client_until_a_failure_renews_it() -> N
     for thread in threads:
         thread.join()
     assert len(clients.admins) == 1 and all(admin is clients.admins[0] for admin in seen)
-    renewed = renewed_admin(shared)
+    renewed = shared.renew_admin()
     assert renewed is clients.admins[1] and shared.admin() is renewed
     assert [shared.reader("restore"), shared.consumer(), shared.producer()] == ["reader restore", "consumer",
                                                                                 "producer"]
 
-
-def test_without_sharing_a_renewed_admin_is_simply_a_new_client() -> None:
-    clients = CountingClients()
-    assert renewed_admin(clients) is clients.admins[0]
-    assert renewed_admin(clients) is clients.admins[1]

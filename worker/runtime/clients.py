@@ -142,8 +142,8 @@ class SharedAdmin:
     share one (PartitionManager.assign): with an admin client of their own per restore step (two
     per partition, six partitions restored at once), a fresh client's first ListOffsets waited 1
     or 3 s now and then (2-4 of 15 restarts slow; one shared: 0 of 15), which made a restart from
-    disk take 0.3 to 3.3 s. Not one per process: a client that outlived a broker restart can fail
-    ListOffsets for good (librdkafka#4620)."""
+    disk take 0.3 to 3.3 s. Not one per process: a client that outlived a broker restart or a
+    network cut failed a later restore's ListOffsets ("No leaders found", make test)."""
 
     def __init__(self, clients: Clients) -> None:
         self.clients = clients
@@ -169,8 +169,3 @@ class SharedAdmin:
         with self.lock:
             self.shared = self.clients.admin()
             return self.shared
-
-
-def renewed_admin(clients: Clients) -> AdminClient:
-    """A new admin client after one failed (for a SharedAdmin, its shared one renewed)."""
-    return clients.renew_admin() if isinstance(clients, SharedAdmin) else clients.admin()

@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from worker.core.identity import raw_project_of
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
-from worker.runtime.clients import Clients, reader_config, renewed_admin
+from worker.runtime.clients import SharedAdmin, reader_config
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.state import KafkaStores, StoreCheckpoint
 
@@ -92,7 +92,7 @@ def unusable_checkpoint(checkpoint: StoreCheckpoint, state: tuple[int, int, int]
     return None
 
 
-def restore_partition(settings: WorkerSettings, clients: Clients, partition: int, stores: KafkaStores,
+def restore_partition(settings: WorkerSettings, clients: SharedAdmin, partition: int, stores: KafkaStores,
                       registry: ExperimentRegistry, progress: Progress | None = None) -> RestoreResult:
     """Read the partition's changelogs from the store's checkpoint into `stores` (see the module)."""
     reading = Reading(settings, clients, partition, stores, registry, progress)
@@ -107,7 +107,7 @@ def restore_partition(settings: WorkerSettings, clients: Clients, partition: int
 class Reading:
     """One restore: its consumer, the positions read so far, the records not yet written."""
 
-    def __init__(self, settings: WorkerSettings, clients: Clients, partition: int, stores: KafkaStores,
+    def __init__(self, settings: WorkerSettings, clients: SharedAdmin, partition: int, stores: KafkaStores,
                  registry: ExperimentRegistry, progress: Progress | None) -> None:
         self.settings, self.clients, self.partition, self.stores = settings, clients, partition, stores
         self.registry, self.progress = registry, progress
@@ -251,7 +251,7 @@ class Reading:
             # after a leader change (librdkafka#4620).
             log.warning("restoring partition %d: %s; asking again with a new admin client", self.partition, exc)
             time.sleep(0.5)
-            self.admin = renewed_admin(self.clients)
+            self.admin = self.clients.renew_admin()
             return pending
 
     def caught_up(self, key: tuple[str, int]) -> bool:
