@@ -34,6 +34,9 @@ class Clients(Protocol):
     def reader(self, purpose: str) -> Consumer: ...
 
 
+CONSUMER_QUEUE_KBYTES = 16 * 1024
+
+
 def common_config(settings: WorkerSettings) -> dict[str, Any]:
     """What every client sets: the pass-through settings (secrets included: never log this), the
     servers, and the logger that brings librdkafka's lines into the worker's log stream."""
@@ -50,6 +53,13 @@ def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
         # A read_committed fetch waits for data below the last stable offset; librdkafka's 500 ms
         # default then adds up to half a second per stage to the end-to-end latency.
         "fetch.wait.max.ms": 100,
+        # The prefetched input (one queue for every partition): 16 MiB (a second or two of input
+        # at full speed) rather than librdkafka's 64, and fetching again 20 ms after the queue fell
+        # below it rather than 1 s. With a backlog the queue is full, and every partition waited
+        # for the backoff: a by-user shortcut drain (runtime/shortcut.py) waited a second for its
+        # markers, then passed over up to 64 MiB of raw input it had to read again.
+        "queued.max.messages.kbytes": CONSUMER_QUEUE_KBYTES,
+        "fetch.queue.backoff.ms": 20,
         **common_config(settings),
         "group.id": settings.group_id,
         "enable.auto.commit": False,
