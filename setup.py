@@ -34,9 +34,12 @@ COMPILED = [
     "worker/runtime/emitter.py",
     "worker/runtime/intake.py",
     "worker/runtime/kv.py",
+    "worker/runtime/partitioner.py",
     "worker/runtime/runner.py",
     "worker/runtime/restore.py",
+    "worker/runtime/shortcut.py",
     "worker/runtime/sink.py",
+    "worker/runtime/stages.py",
     "worker/runtime/state.py",
 ]
 

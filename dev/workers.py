@@ -29,7 +29,7 @@ RUN_SETTINGS = frozenset({
     "bootstrap_servers", "group_id", "instance_id", "topics", "kafka", "transaction_timeout_ms",
     "commit_interval_ms", "commit_every_messages", "commit_idle_ms", "partitions", "group_protocol",
     "session_timeout_ms", "heartbeat_interval_ms", "guarantee", "metrics_port", "dlq_max_ratio", "linger_ms",
-    "flags_file", "state_store", "state_dir", "state_cache_bytes",
+    "flags_file", "state_store", "state_dir", "state_cache_bytes", "by_user_shortcut",
 })
 
 

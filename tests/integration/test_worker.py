@@ -28,9 +28,12 @@ from tests.support.topics import create_all_topics, set_topic_config
 from tests.support.workers import WorkerThread
 from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded, TopologyError
+from worker.runtime.clients import producer_config
 from worker.runtime.metrics import Metrics
+from worker.runtime.partitioner import partition_of
 from worker.runtime.runner import Worker
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.shortcut import MARKER_KEY
 from worker.runtime.topics import admin_client
 from worker.serde import codec_for
 
@@ -42,14 +45,46 @@ def expected_for(settings: WorkerSettings, tmp_path: Path, events: int, seed: in
     return expected, expected_counts(settings, expected)
 
 
-def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path) -> None:
-    settings = worker_settings(kafka_bootstrap)
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_kafka_outputs_equal_process_file(kafka_bootstrap: str, tmp_path: Path, shortcut: bool) -> None:
+    """With the by-user shortcut (events of the instance's own by-user partitions processed in
+    place, runtime/shortcut.py) and without it (every event through the by-user topic)."""
+    settings = worker_settings(kafka_bootstrap, by_user_shortcut=shortcut)
+    create_all_topics(settings)
+    worker = WorkerThread(settings).start()
+    deadline = time.monotonic() + 60
+    while shortcut and len(worker.worker.shortcut.direct) < settings.partitions:
+        assert time.monotonic() < deadline, "the partitions never went in place"
+        time.sleep(0.05)
     expected, wanted = expected_for(settings, tmp_path, 3000, seed=11)
     assert wanted[settings.topics.dlq] > 0, "the stream should exercise the DLQ"
-    worker = WorkerThread(settings).start()
     wait_for_outputs(settings, wanted)
     worker.stop()
     assert_same_outputs(settings, expected)
+    in_place = worker.sample("experiment_worker_shortcut_events_total")
+    through = [record for record in read_topic(kafka_bootstrap, settings.topics.by_user) if record.key != MARKER_KEY]
+    if shortcut:  # keyed producers: each event's by-user partition is its raw partition, owned here
+        assert in_place > 0 and through == []
+    else:
+        assert in_place == 0 and len(through) > 0
+
+
+def test_the_partitioner_is_the_producers(kafka_bootstrap: str) -> None:
+    """The by-user shortcut predicts the partition librdkafka's murmur2_random gives a user key."""
+    settings = worker_settings(kafka_bootstrap)
+    topic = f"{settings.topics.by_user}.partitioner"
+    admin = admin_client(settings)  # held until its futures are done
+    for future in admin.create_topics([NewTopic(topic, 7, 1)]).values():
+        future.result()
+    producer = Producer(producer_config(settings.model_copy(update={"guarantee": "at-least-once"})))
+    delivered: dict[bytes, int] = {}
+    keys = [f"default/{kind}:{name}-{n}".encode() for n in range(300) for kind, name in (("u", "user"), ("d", "dev"))]
+    for key in [*keys, "shop/u:caf\u00e9-\u2603".encode()]:
+        producer.produce(topic, b"", key, on_delivery=lambda error, message: delivered.__setitem__(
+            message.key(), message.partition()))
+    assert producer.flush(30) == 0
+    assert delivered == {key: partition_of(key, 7) for key in delivered}
+    assert len(set(delivered.values())) == 7
 
 
 def test_the_loop_keeps_running_while_a_partition_restores(kafka_bootstrap: str) -> None:

@@ -47,6 +47,8 @@ experiment_worker_variant_switches_total{project,flag}
 experiment_worker_custom_exposures_total{project,flag}
 experiment_worker_exposure_before_property_total{project,flag}
 experiment_worker_abandoned_calls_total{call}
+experiment_worker_shortcut_events_total{}
+experiment_worker_shortcut_partitions{}
 """
 
 

@@ -21,6 +21,7 @@ from worker.core.records import DlqRecord, UserEvent
 from worker.runtime.experiment_monitor import ExperimentMonitor
 from worker.runtime.metrics import Metrics
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.shortcut import MARKER_KEY
 from worker.runtime.sink import Sink
 from worker.runtime.state import KafkaStores
 from worker.serde import Codec, codec_for
@@ -46,6 +47,11 @@ class Emitter:
     def by_user(self, events: list[UserEvent]) -> None:
         for user_event in events:
             self.sink.send(self.topics.by_user, user_event.user_key.encode(), user_event.to_bytes())
+
+    def markers(self, partitions: list[int], token: bytes) -> None:
+        """A by-user shortcut drain's marker to each partition (runtime/shortcut.py)."""
+        for partition in partitions:
+            self.sink.send(self.topics.by_user, MARKER_KEY, token, partition)
 
     def dlq(self, record: DlqRecord) -> None:
         self.count(self.metrics.dlq_records, record.reason)

@@ -99,6 +99,10 @@ class Metrics:
         self.dlq_ratio = gauge("dlq_ratio", "Share of the recent input window that went to the DLQ", mode="livemax")
         self.abandoned_calls = counter("abandoned_calls_total", "librdkafka calls given up on as hung, each "
                                        "leaving a blocked thread and its client behind", ("call",))
+        self.shortcut_events = counter("shortcut_events_total", "Events processed where they were split, their "
+                                       "by-user partition being this process's (the by-user shortcut)")
+        self.shortcut_partitions = gauge("shortcut_partitions", "By-user partitions whose events from this "
+                                         "process's raw partitions skip the by-user topic", mode="livesum")
 
     def _flag_families(self, max_exposure_series: int) -> None:
         """The families labelled by flag, each with a bound on its series. Exposures: by

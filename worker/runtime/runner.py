@@ -32,19 +32,19 @@ from worker import __version__
 from worker.build import describe
 from worker.core.dlq_limit import DlqLimit
 from worker.core.pipeline import Pipeline
-from worker.core.records import UserEvent
-from worker.errors import KafkaFatalError
 from worker.runtime.broker import wait_for_kafka
 from worker.runtime.checkpoint import Checkpoint, rewind_unhandled
 from worker.runtime.clients import Clients, KafkaClients
 from worker.runtime.clock import Clock, SystemClock
 from worker.runtime.emitter import Emitter
-from worker.runtime.intake import Intake, coordinates
+from worker.runtime.intake import Intake
 from worker.runtime.metrics import Metrics
 from worker.runtime.partitions import PartitionManager
 from worker.runtime.registry import RegistryFollower
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.shortcut import Shortcut
 from worker.runtime.sink import ProduceFailed, Sink
+from worker.runtime.stages import Stages
 from worker.runtime.topics import prepare
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,17 @@ class Worker:
         self.partitions = PartitionManager(settings, self.clients, metrics, self.pipeline.registry, self.clock)
         self.dlq_limit = DlqLimit(settings.dlq_max_ratio, settings.dlq_window, settings.dlq_max_consecutive)
         self.checkpoint = Checkpoint()
+        self.shortcut = Shortcut(settings.by_user_shortcut and not settings.skip_split, settings.topics,
+                                 settings.instance_id)
         self.rewound: set[tuple[str, int]] = set()  # partitions the last abort sought back
         self.stopping = threading.Event()
-        self.running, self.latest_ingested = False, 0
+        self.running = False
         self.last_loop = self.pruned_at = self.lag_at = self.loop_shown = self.clock.monotonic()
         self.consumer: Consumer | None = None
         self.sink: Sink | None = None
         self.emitter: Emitter | None = None
         self.intake: Intake | None = None
+        self.stages: Stages | None = None
         self.follower: RegistryFollower | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -97,7 +100,7 @@ class Worker:
         log.info("experiment-worker %s, %s, instance %s", __version__, describe(), self.settings.instance_id)
         admin = self.clients.admin()
         if not wait_for_kafka(admin, self.settings, self.clock, self.stopping, self.tick,
-                              lambda: prepare(admin, self.settings)):
+                              lambda: self.shortcut.start(prepare(admin, self.settings))):
             return False
         self.open()
         return True
@@ -111,6 +114,8 @@ class Worker:
         self.sink = Sink(self.clients, settings.exactly_once, settings.max_hung_calls, self.metrics.count_abandoned)
         self.emitter = Emitter(settings, self.metrics, self.sink, self.partitions.health)
         self.intake = Intake(self.pipeline, self.emitter, self.dlq_limit)
+        self.stages = Stages(settings, self.metrics, self.pipeline, self.intake, self.emitter, self.partitions,
+                             self.shortcut)
         self.follower = RegistryFollower(settings, self.clients, self.pipeline.registry)
         log.info("experiment-property registry: %d names read", self.follower.catch_up(settings.restore_timeout_s))
         self.consumer = self.clients.consumer()
@@ -151,12 +156,27 @@ class Worker:
         now = self.clock.monotonic()
         if now - self.pruned_at >= PRUNE_EVERY_S:
             self.pruned_at = now
-            self.partitions.prune(self.latest_ingested - self.config.dedupe_window_ms - PRUNE_MARGIN_MS)
+            latest = self.stages.latest_ingested if self.stages is not None else 0
+            self.partitions.prune(latest - self.config.dedupe_window_ms - PRUNE_MARGIN_MS)
         if now - self.lag_at >= LAG_EVERY_S:
             self.lag_at = now
             self.partitions.report_lag(self.consumer)
         if self.commit_due(caught_up=len(messages) < CONSUME_BATCH):
             self.commit()
+        self.step_shortcut(now)
+
+    def step_shortcut(self, now: float) -> None:
+        """The by-user shortcut's drain, between two turns of the loop (runtime/shortcut.py)."""
+        assert self.consumer is not None and self.emitter is not None
+        shortcut = self.shortcut
+        if shortcut.step(self.consumer, now):  # every marker is back: the commit that completes the drain
+            self.commit()
+        elif shortcut.drain is None:
+            due = shortcut.due(self.partitions.stores, self.partitions.restoring, now)
+            if due:
+                self.emitter.markers(due, shortcut.begin(self.consumer, due, now))
+                self.commit()  # the markers become readable (or, aborted, the drain ends)
+        self.metrics.shortcut_partitions.set(len(shortcut.direct))
 
     def handle_all(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages):
@@ -192,39 +212,11 @@ class Worker:
             self.follower.close()
         self.partitions.close()  # releases each store's directory
 
-    # ---- processing ---------------------------------------------------------------------------
     def handle(self, message: Message) -> None:
-        assert self.emitter is not None and self.intake is not None
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise KafkaFatalError(f"consumer: {error}")
-            log.warning("consumer: %s", error)
-            return
-        topic, partition, offset = coordinates(message)
-        if topic == self.partitions.keyed_topic and partition in self.partitions.restorations:
-            return  # fetched before the pause took: the seek at resume reads it again
-        self.emitter.count(self.metrics.messages_in, topic)
-        if self.settings.skip_split:  # producers key by user key: split and process in one step
-            self.process_all(self.intake.split(message).events, partition)
-        elif topic == self.settings.topics.by_user:
-            user_event = self.intake.by_user_event(message, partition)
-            if user_event is not None:
-                self.process_all([user_event], partition)
-        else:
-            self.emitter.by_user(self.intake.split(message).events)
-        self.checkpoint.track(topic, partition, offset, self.clock.monotonic())
-
-    def process_all(self, events: list[UserEvent], partition: int) -> None:
-        assert self.emitter is not None
-        stores = self.partitions.stores.get(partition)
-        if stores is None and events:  # not restored: cannot happen while assigned; fail loudly if it does
-            raise KafkaFatalError(f"partition {partition} has no restored state")
-        for user_event in events:
-            assert stores is not None
-            self.emitter.outcome(user_event, self.pipeline.process(user_event, stores), partition)
-            if user_event.ingested_at > self.latest_ingested:
-                self.latest_ingested = user_event.ingested_at
+        assert self.stages is not None
+        handled = self.stages.handle(message)
+        if handled is not None:
+            self.checkpoint.track(*handled, self.clock.monotonic())
 
     # ---- commit, abort ------------------------------------------------------------------------
     def commit(self) -> bool:
@@ -249,6 +241,7 @@ class Worker:
         # 3. the stores take the batch's writes, now that Kafka holds them, with the changelog offsets
         # they reach and the input offset they belong to; 4. the batch's counts
         self.partitions.commit(sink.take_delivered(), self.checkpoint.next)
+        self.shortcut.committed()
         self.pipeline.registry.commit()
         emitter.committed()
         self.checkpoint = Checkpoint()
@@ -270,6 +263,7 @@ class Worker:
         self.partitions.rollback()
         self.pipeline.registry.rollback()
         self.emitter.aborted()
+        self.shortcut.aborted(self.consumer, self.clock.monotonic())  # before the rewind: it may resume raw input
         self.rewound = self.checkpoint.rewind(self.consumer)
         self.checkpoint = Checkpoint()
 
@@ -282,13 +276,14 @@ class Worker:
         self.metrics.rebalances.labels("assigned").inc()
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
         self.partitions.assign(consumer, partitions)
+        self.shortcut.assigned(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit before the partitions go, so their next owner restores every change."""
         self.metrics.rebalances.labels("revoked").inc()
         log.info("revoked %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
         self.commit()
-        self.partitions.drop(partitions)
+        self.drop(partitions)
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already have a new owner: nothing of this batch may be committed."""
@@ -296,5 +291,10 @@ class Worker:
         log.warning("lost %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
         if self.checkpoint.messages or (self.sink is not None and self.sink.in_transaction):
             self.abort(recreate=False)
+        self.drop(partitions)
+
+    def drop(self, partitions: list[TopicPartition]) -> None:
         self.partitions.drop(partitions)
+        self.shortcut.dropped(partitions)
+        self.metrics.shortcut_partitions.set(len(self.shortcut.direct))
 

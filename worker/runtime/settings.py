@@ -112,6 +112,9 @@ class WorkerSettings(BaseSettings):
     session_timeout_ms: int | None = Field(default=None, ge=1000)
     heartbeat_interval_ms: int | None = Field(default=None, ge=100)
     skip_split: bool = False
+    # An event whose by-user partition this instance owns is processed where it is split, in the
+    # same transaction, instead of going through the by-user topic (runtime/shortcut.py).
+    by_user_shortcut: bool = True
     # Core rules (SPEC §2, §6)
     min_id_length: int = Field(default=5, ge=0)
     max_message_bytes: int = Field(default=1_000_000, ge=1)

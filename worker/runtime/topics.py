@@ -142,10 +142,13 @@ def group_configs(settings: WorkerSettings) -> dict[str, int]:
     return {"consumer.session.timeout.ms": settings.session_timeout_ms, "consumer.heartbeat.interval.ms": heartbeat}
 
 
-def prepare(admin: AdminClient, settings: WorkerSettings) -> None:
-    """A run's first calls once Kafka answers: the topics checked, the group's settings set."""
-    log.info("topics checked: %s", check_topics(admin, settings))
+def prepare(admin: AdminClient, settings: WorkerSettings) -> dict[str, int]:
+    """A run's first calls once Kafka answers: the topics checked, the group's settings set; the
+    topics' partition counts."""
+    counts = check_topics(admin, settings)
+    log.info("topics checked: %s", counts)
     configure_group(admin, settings)
+    return counts
 
 
 def configure_group(admin: AdminClient, settings: WorkerSettings) -> None:
