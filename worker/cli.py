@@ -51,10 +51,10 @@ def add_process_file(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def run_process_file(args: argparse.Namespace) -> int:
+    from worker.config_files import read_flags, read_projects
     from worker.core.experiment_health import ExperimentHealth
     from worker.experiment_report import counted_lines
     from worker.offline import process_file
-    from worker.runtime.settings import read_flags, read_projects
 
     if not args.input.is_file():
         raise ConfigError(f"input {args.input}: no such file")

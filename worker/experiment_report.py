@@ -109,7 +109,7 @@ def counted_lines(health: ExperimentHealth) -> list[str]:
 def print_report(settings: WorkerSettings, flags_file: Path | None, state: Path | None) -> None:
     """`experiments report`: the flags of `flags_file` (else the setting's), the users of `state`
     (a process-file output directory or state.jsonl; else the user-state topic, to its end)."""
-    from worker.runtime.settings import read_flags
+    from worker.config_files import read_flags
 
     flags = settings.flags() if flags_file is None else read_flags(flags_file, "--flags")
     if not flags:

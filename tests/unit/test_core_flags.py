@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from worker.cli import main
+from worker.config_files import read_flags
 from worker.core.flags import OTHER_VARIANT, Flag, FlagsError, parse_flags
 from worker.errors import ConfigError
-from worker.runtime.settings import load_settings, read_flags
+from worker.runtime.settings import load_settings
 
 GOOD = {
     "default": {

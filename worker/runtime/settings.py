@@ -7,18 +7,16 @@ A bad value ends start-up with one line naming the setting (`load_settings`).
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.config_files import read_flags, read_projects
 from worker.core.config import CoreConfig
-from worker.core.flags import Flags, FlagsError, parse_flags
-from worker.core.identity import is_project_id
+from worker.core.flags import Flags
 from worker.errors import ConfigError
 
 ENV_PREFIX = "EXPERIMENT_WORKER_"
@@ -214,28 +212,6 @@ class WorkerSettings(BaseSettings):
         shown = self.model_dump(mode="json")
         shown["kafka_secrets"] = {key: "**********" for key in self.kafka_secrets}
         return shown
-
-
-def read_projects(path: Path, setting: str = "projects_file") -> Mapping[str, str]:
-    """A projects file: a JSON object api_key → project_id. Errors name `setting`."""
-    try:
-        projects = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"{setting} {path}: {exc}") from exc
-    if type(projects) is not dict or not all(type(value) is str for value in projects.values()):
-        raise ConfigError(f"{setting} {path}: expected a JSON object mapping api_key to project_id")
-    for project in projects.values():
-        if not is_project_id(project):
-            raise ConfigError(f"{setting} {path}: project id {project!r} does not match [A-Za-z0-9_.-]+")
-    return projects
-
-
-def read_flags(path: Path, setting: str = "flags_file") -> Flags:
-    """A flags file (worker/core/flags.py has its form). Errors are one line naming `setting`."""
-    try:
-        return parse_flags(orjson.loads(path.read_bytes()))
-    except (OSError, orjson.JSONDecodeError, FlagsError) as exc:
-        raise ConfigError(f"{setting} {path}: {exc}") from exc
 
 
 def load_settings(**overrides: Any) -> WorkerSettings:
