@@ -220,6 +220,15 @@ def test_a_drain_past_its_timeout_is_cancelled() -> None:
     assert worker.shortcut.direct == set()
 
 
+def test_a_drain_whose_partitions_all_went_ends() -> None:
+    worker, clients, _ = opened()
+    worker.poll_once()
+    assert worker.shortcut.drain is not None
+    worker.on_revoke(clients.consumer_, [TopicPartition(BY_USER, 0)])  # type: ignore[arg-type]
+    worker.poll_once()
+    assert worker.shortcut.drain is None and clients.consumer_.paused == set()
+
+
 def test_a_revoked_partition_leaves_the_shortcut() -> None:
     worker, clients, _ = opened()
     in_place(worker, clients)

@@ -191,6 +191,8 @@ class Shortcut:
                 if self.drain is not None:
                     self.drain.partitions.discard(tp.partition)
                     self.drain.waiting.discard(tp.partition)
+                    if not self.drain.partitions:
+                        self.drain.cancelled = True  # nothing left to drain: ended at the next step
             elif tp.topic == self.raw_topic:
                 self.paused.discard(tp.partition)
                 self.skipped.pop(tp.partition, None)
