@@ -7,7 +7,8 @@ a fixed seed; BENCH_EVENTS events, default 1,000,000), each system on a raw topi
 holding the same messages:
   copy          a plain confluent-kafka transactional consume→produce copy (the Python ceiling)
   Quix Streams  the worker's job in Quix, exactly-once, RocksDB state (benchmarks/quix.py)
-  worker        one process, exactly-once (stores on disk, the default) and with memory stores,
+  worker        one process, exactly-once (stores on disk, the default), then without the by-user
+                shortcut (every event through the by-user topic), with memory stores,
                 at-least-once; then two processes (scaling)
   process-file  the same records without Kafka: in this process, and as the real command beside a
                 bare read/decode/re-encode/write baseline (benchmarks/process_file.py) on the same file
@@ -151,11 +152,17 @@ def workers(run: Run, results: dict[str, Any]) -> None:
     settings, figures["eos"] = run.worker("eos", 1, "worker, exactly-once, 1 process")
     results["records_written"] = written = e2e.committed_records(settings)
     results["records_per_event"] = {topic: count / events for topic, count in written.items()}
+    # Every event through the by-user topic, as Quix Streams' job repartitions every event: the
+    # by-user shortcut's share (runtime/shortcut.py), and the like-for-like comparison.
+    settings, figures["hop"] = run.worker("hop", 1, "worker, exactly-once, no by-user shortcut",
+                                          by_user_shortcut=False)
+    written = e2e.committed_records(settings)
+    results["records_per_event_hop"] = {topic: count / events for topic, count in written.items()}
     _, figures["mem"] = run.worker("mem", 1, "worker, exactly-once, memory stores", state_store="memory")
     _, figures["alo"] = run.worker("alo", 1, "worker, at-least-once, 1 process", guarantee="at-least-once")
     _, figures["eos2"] = run.worker("eos2", 2, "worker, exactly-once, 2 processes")
-    for name, key in (("eos", "worker_eos_s"), ("mem", "worker_mem_s"), ("alo", "worker_alo_s"),
-                      ("eos2", "worker_eos_2_s")):
+    for name, key in (("eos", "worker_eos_s"), ("hop", "worker_hop_s"), ("mem", "worker_mem_s"),
+                      ("alo", "worker_alo_s"), ("eos2", "worker_eos_2_s")):
         results[key] = figures[name]["seconds"]
     results["cpu"] = figures
     one, two = (events / figures[name]["worker_cpu_s"] for name in ("eos", "eos2"))
@@ -218,6 +225,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, float, list[str], str
         ("transactional copy (ceiling)", rate("copy_s"), none, ""),
         ("Quix Streams, exactly-once", rate("quix_s"), none, ""),
         ("worker, exactly-once (disk stores)", eos, cells("eos"), ""),
+        ("worker, exactly-once, every event through the by-user topic", rate("worker_hop_s"), cells("hop"),
+         f"the shortcut gives {eos / rate('worker_hop_s'):.2f}×"),
         ("worker, exactly-once, memory stores", rate("worker_mem_s"), cells("mem"),
          f"disk / memory = {results['disk_over_memory']:.2f} (target ≥ 0.85)"),
         ("worker, at-least-once", rate("worker_alo_s"), cells("alo"),
@@ -234,13 +243,16 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, float, list[str], str
 def summary_lines(results: dict[str, Any]) -> list[str]:
     events, lat, st = results["events"], results["latency"], results["state"]
     eos, loadgen = events / results["worker_eos_s"], results["loadgen_cpu_s"]
-    per_topic = ", ".join(f"{topic} {share:.4f}" for topic, share in results["records_per_event"].items())
-    quix = f"{eos * results['quix_s'] / events:.2f}" if "quix_s" in results else "n/a"
+    hop = events / results["worker_hop_s"]
+    quix = (f"{eos * results['quix_s'] / events:.2f} ({hop * results['quix_s'] / events:.2f} without the by-user "
+            "shortcut)") if "quix_s" in results else "n/a"
     return [
         f"worker / copy = {eos * results['copy_s'] / events:.3f}; worker / Quix = {quix}; "
         f"worker / process-file = {eos * results['process_file_s'] / events:.2f}",
-        f"records written per input event (exactly-once, 1 process): {per_topic}; "
-        f"total {sum(results['records_per_event'].values()):.4f}",
+        *(f"records written per input event (exactly-once, 1 process{what}): "
+          + ", ".join(f"{topic} {share:.4f}" for topic, share in results[key].items())
+          + f"; total {sum(results[key].values()):.4f}"
+          for key, what in (("records_per_event", ""), ("records_per_event_hop", ", no by-user shortcut"))),
         f"load generator: {events * len(loadgen) / sum(loadgen.values()):,.0f} events/CPU-s producing the raw "
         f"topics; latency bench process (offer + reader): {lat['bench_cpu_s']:.1f} CPU-s "
         f"in {lat['bench_wall_s']:.0f} s",
