@@ -31,7 +31,7 @@ EXPOSURE_TYPES = frozenset(RENAMED_TYPES.values())
 
 
 class Emitter:
-    __slots__ = ("codecs", "health", "metrics", "sink", "tally", "topics", "tracked")
+    __slots__ = ("codecs", "health", "metrics", "sink", "tally", "topics", "tracked", "tracked_now")
 
     def __init__(self, settings: WorkerSettings, metrics: Metrics, sink: Sink, health: ExperimentMonitor) -> None:
         self.topics, self.metrics, self.sink, self.health = settings.topics, metrics, sink, health
@@ -40,6 +40,7 @@ class Emitter:
         }
         self.tally: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
         self.tracked = MonthlyTrackedUsers()
+        self.tracked_now: dict[str, int] = {}  # per project, its latest monthly tracked users: set at commit
 
     def count(self, counter: Counter, *labels: str, amount: int = 1) -> None:
         self.tally[(counter, labels)] += amount
@@ -85,7 +86,7 @@ class Emitter:
             self.count(self.metrics.billable_events, project)
             users = self.tracked.track(project, user_event.user_key, user_event.ingested_at)
             if users is not None:
-                self.metrics.monthly_tracked_users.labels(project).set(users)
+                self.tracked_now[project] = users
         elif event["event_type"] in EXPOSURE_TYPES:
             properties = event["event_properties"]
             assert isinstance(properties, dict)
@@ -116,6 +117,9 @@ class Emitter:
         for topic, count in self.sink.take_produced().items():
             self.count(self.metrics.records_out, topic, amount=count)
         self.metrics.add_tally(self.tally)
+        for project, users in self.tracked_now.items():
+            self.metrics.monthly_tracked_users.labels(project).set(users)
+        self.tracked_now.clear()
 
     def aborted(self) -> None:
         self.tally.clear()

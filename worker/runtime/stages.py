@@ -64,13 +64,16 @@ class Stages:
         if not self.shortcut.direct:
             self.emitter.by_user(events)
             return
+        in_place = 0
         for user_event in events:
             partition = self.shortcut.target(user_event.user_key)
             if partition < 0:
                 self.emitter.by_user([user_event])
             else:
-                self.emitter.count(self.metrics.shortcut_events)
+                in_place += 1
                 self.process_all([user_event], partition)
+        if in_place:
+            self.emitter.count(self.metrics.shortcut_events, amount=in_place)
 
     def process_all(self, events: list[UserEvent], partition: int) -> None:
         stores = self.partitions.stores.get(partition)
