@@ -51,6 +51,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, max_exposure_series: int = 500) -> None:
         self.registry = registry
         self.catalog: dict[str, Family] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}  # add_tally's
         counter, gauge = self._counter, self._gauge
         self.messages_in = counter("messages_in_total", "Kafka messages consumed", ("topic",))
         self.records_out = counter("records_out_total", "Records written, by output topic, counted at commit",
@@ -136,27 +137,33 @@ class Metrics:
             "exposure_before_property_total", "Custom exposures whose user had no variant of the flag yet", flag_labels)
 
     def count_exposure(self, project: str, flag: str, variant: str, amount: int = 1) -> None:
+        self.exposures.labels(*self.exposure_labels(project, flag, variant)).inc(amount)
+
+    def exposure_labels(self, project: str, flag: str, variant: str) -> tuple[str, str, str]:
+        """The series an exposure counts in: its own, or (project, _other, _other) past the bound."""
         labels = (project, flag, variant)
         if labels not in self._exposure_series:
             if len(self._exposure_series) >= self._max_exposure_series:
                 labels = (project, OTHER, OTHER)
             self._exposure_series.add(labels)
-        self.exposures.labels(*labels).inc(amount)
+        return labels
 
     def count_abandoned(self, call: str) -> None:
         self.abandoned_calls.labels(call).inc()
 
     def add_tally(self, tally: Tally[tuple[Counter, tuple[str, ...]]]) -> None:
         """Add a batch's counts, gathered per (counter, labels) while the batch ran, once it committed:
-        counters count committed work, and the hot path takes no metric lock per event."""
-        for (counter, labels), amount in tally.items():
-            if counter is self.exposures:
-                project, flag, variant = labels
-                self.count_exposure(project, flag, variant, amount)
-            elif labels:
-                counter.labels(*labels).inc(amount)
-            else:
-                counter.inc(amount)
+        counters count committed work, and the hot path takes no metric lock per event. Each
+        series' child is looked up once (labels() takes a lock and builds a key each time)."""
+        children = self._children
+        for key, amount in tally.items():
+            child = children.get(key)
+            if child is None:
+                counter, labels = key
+                if counter is self.exposures:
+                    labels = self.exposure_labels(*labels)
+                child = children[key] = counter.labels(*labels) if labels else counter
+            child.inc(amount)
         tally.clear()
 
     def series_names(self) -> frozenset[str]:
