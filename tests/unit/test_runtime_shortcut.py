@@ -211,6 +211,16 @@ def test_new_partitions_cancel_a_drain_and_end_the_shortcut() -> None:
     assert keys.count(b"default/u:user-1") == 1
 
 
+def test_a_rebalance_between_a_drains_last_commit_and_its_end_cancels_it() -> None:
+    worker, clients, _ = opened()
+    worker.poll_once()
+    clients.consumer_.queued = [markers(producer(clients))]
+    worker.poll_once()  # the markers are back and committed: the drain is done, in place at the next turn...
+    worker.on_assign(clients.consumer_, [TopicPartition(RAW, 1)])  # type: ignore[arg-type]  # ...unless this
+    worker.poll_once()
+    assert worker.shortcut.direct == set() and worker.shortcut.drain is None
+
+
 def test_a_drain_past_its_timeout_is_cancelled() -> None:
     worker, clients, clock = opened()
     worker.poll_once()

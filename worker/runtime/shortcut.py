@@ -146,7 +146,7 @@ class Shortcut:
         drain = self.drain
         if drain is None:
             return False
-        if drain.done:
+        if drain.done and not drain.cancelled:  # a rebalance after the last commit still cancels it
             self.direct |= drain.partitions
             log.info("by-user shortcut: partitions %s in place after a %.0f ms drain", sorted(drain.partitions),
                      (now - drain.started) * 1000)
