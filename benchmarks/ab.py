@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cpu, e2e
-from dev.kafka import recorded_broker
 from worker.runtime.topics import admin_client
 
 
@@ -39,26 +38,24 @@ def main() -> None:
     parser.add_argument("--show", help="print each run's worker log lines that start with this")
     parser.add_argument("--threads", action="store_true", help="print the broker's busiest threads of each run")
     args = parser.parse_args()
-    broker = recorded_broker()
-    if broker is None:
-        raise SystemExit("no broker: `make kafka-up` first")
+    bootstrap = e2e.running_broker()
     work = e2e.workdir()
     workload = e2e.Workload.generate(args.events, 100_000, work)
     print(f"{workload.events:,} events in {len(workload.messages):,} messages; base {args.base}", flush=True)
     here = Path(__file__).resolve().parent.parent
     sides = {"base": (args.base.resolve(), parse(args.both)), "new": (here, {**parse(args.both), **parse(args.new)})}
     figures: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
-    broker_pid = cpu.broker_pid(broker.bootstrap)
+    broker_pid = cpu.broker_pid(bootstrap)
     for round_ in range(args.pairs):
         order = ["base", "new"] if round_ % 2 == 0 else ["new", "base"]
         for side in order:
             checkout, overrides = sides[side]
             before = threads_cpu_s(broker_pid) if args.threads and broker_pid else {}
-            figures[side].append(one_run(broker.bootstrap, workload, work, checkout, overrides, broker_pid, side))
+            figures[side].append(one_run(bootstrap, workload, work, checkout, overrides, broker_pid, side))
             if before and broker_pid:
                 after = threads_cpu_s(broker_pid)
                 busiest = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)[:8]
-                print("       broker threads: " + ", ".join(f"{name} {cpu:.1f}" for cpu, name in busiest))
+                print("       broker threads: " + ", ".join(f"{name} {seconds:.1f}" for seconds, name in busiest))
             if args.show:
                 show_log_lines(work, args.show)
     report(figures, workload.events)

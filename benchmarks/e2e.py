@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.cpu import Window, process_cpu_s
+from dev.kafka import recorded_broker
 from dev.loadgen import START_MS, StreamGenerator, encode_line, events_in
 from dev.workers import settings_for as unique_settings
 from dev.workers import worker_command
@@ -242,3 +243,11 @@ def process_file_run(workload: Workload, settings: WorkerSettings, workdir: Path
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-"))
+
+
+def running_broker() -> str:
+    """The bootstrap servers of the broker `make kafka-up` started; without one, exit saying so."""
+    broker = recorded_broker()
+    if broker is None:
+        raise SystemExit("no broker: `make kafka-up` first")
+    return broker.bootstrap

@@ -16,7 +16,6 @@ import time
 import uuid
 
 from benchmarks import e2e
-from dev.kafka import recorded_broker
 from dev.workers import worker_command
 
 
@@ -25,12 +24,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    broker = recorded_broker()
-    if broker is None:
-        raise SystemExit("no broker: `make kafka-up` first")
+    bootstrap = e2e.running_broker()
     work = e2e.workdir()
     workload = e2e.Workload.generate(args.events, 100_000, work)
-    settings = e2e.settings_for(broker.bootstrap, f"prof{uuid.uuid4().hex[:6]}")
+    settings = e2e.settings_for(bootstrap, f"prof{uuid.uuid4().hex[:6]}")
     e2e.new_raw_topic(settings, workload)
     stats = work / "worker.prof"
     command = worker_command(settings)
