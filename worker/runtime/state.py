@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import orjson
 
@@ -44,7 +44,7 @@ class StoreCheckpoint:
     users: int = 0
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson writes a dataclass's fields itself, 10x faster than asdict()
 
     @classmethod
     def decode(cls, data: bytes | None) -> StoreCheckpoint | None:
