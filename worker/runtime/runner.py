@@ -295,6 +295,5 @@ class Worker:
 
     def drop(self, partitions: list[TopicPartition]) -> None:
         self.partitions.drop(partitions)
-        self.shortcut.dropped(partitions)
-        self.metrics.shortcut_partitions.set(len(self.shortcut.direct))
+        self.shortcut.dropped(partitions)  # (the loop's next turn shows it in shortcut_partitions)
 
