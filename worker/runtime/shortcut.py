@@ -14,12 +14,13 @@ before the partition was in place (while it restored, say) or by the raw partiti
 an event processed in place must not overtake them. So a partition goes in place only through a
 drain, at a commit boundary:
 
-1. the member pauses its raw partitions (noting their positions) and writes a marker record to
-   each partition to drain, after everything it wrote there; the commit makes them readable
-   (every earlier owner of its raw partitions committed before it was given them);
+1. the member pauses its raw partitions (a raw message still delivered is passed over, and read
+   again from there when the drain ends) and writes a marker record to each partition to drain,
+   after everything it wrote there; the commit makes them readable (every earlier owner of its
+   raw partitions committed before it was given them);
 2. it then reads only by-user records, processed as always, until each marker has come back:
    every record before it has then been processed;
-3. the next commit puts those partitions in place, and the raw partitions resume where they were.
+3. the next commit puts those partitions in place, and the raw partitions resume where they stopped.
 
 From then on the member writes none of its own events for those partitions to the topic, so
 nothing of its raw partitions can be waiting there; records other members write still come and
