@@ -58,7 +58,7 @@ def main() -> None:
                 print("       broker threads: " + ", ".join(f"{name} {seconds:.1f}" for seconds, name in busiest))
             if args.show:
                 show_log_lines(work, args.show)
-    report(figures, workload.events)
+    report(figures)
     if args.keep:
         print(f"workers' logs in {work}")
     else:
@@ -124,7 +124,7 @@ def delete_topics(settings: Any) -> None:
             future.result()
 
 
-def report(figures: dict[str, list[dict[str, float]]], events: int) -> None:
+def report(figures: dict[str, list[dict[str, float]]]) -> None:
     for name in ("events_s", "per_cpu_s"):
         ratios = [new[name] / base[name] for base, new in zip(figures["base"], figures["new"], strict=True)]
         shown = ", ".join(f"{ratio:.3f}" for ratio in ratios)

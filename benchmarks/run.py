@@ -150,18 +150,16 @@ def workers(run: Run, results: dict[str, Any]) -> None:
     """The worker runs; the records each output topic got per input event in the first."""
     events, figures = run.workload.events, {}
     settings, figures["eos"] = run.worker("eos", 1, "worker, exactly-once, 1 process")
-    results["records_written"] = written = e2e.committed_records(settings)
-    results["records_per_event"] = {topic: count / events for topic, count in written.items()}
+    results["records_per_event"] = records_per_event(settings, events)
     # Every event through the by-user topic, as Quix Streams' job repartitions every event: the
     # by-user shortcut's share (runtime/shortcut.py), and the like-for-like comparison.
     settings, figures["hop"] = run.worker("hop", 1, "worker, exactly-once, no by-user shortcut",
                                           by_user_shortcut=False)
-    written = e2e.committed_records(settings)
-    results["records_per_event_hop"] = {topic: count / events for topic, count in written.items()}
+    results["records_per_event_hop"] = records_per_event(settings, events)
     _, figures["mem"] = run.worker("mem", 1, "worker, exactly-once, memory stores", state_store="memory")
     _, figures["alo"] = run.worker("alo", 1, "worker, at-least-once, 1 process", guarantee="at-least-once")
     settings, figures["eos2"] = run.worker("eos2", 2, "worker, exactly-once, 2 processes")
-    through = e2e.committed_records(settings)["by-user"] / events  # each process owns half the by-user partitions
+    through = records_per_event(settings, events)["by-user"]  # each process owns half the by-user partitions
     for name, key in (("eos", "worker_eos_s"), ("hop", "worker_hop_s"), ("mem", "worker_mem_s"),
                       ("alo", "worker_alo_s"), ("eos2", "worker_eos_2_s")):
         results[key] = figures[name]["seconds"]
@@ -174,6 +172,11 @@ def workers(run: Run, results: dict[str, Any]) -> None:
                                           "2_processes_through_by_user": through, "1_process_same_mix": mix,
                                           "ratio_2_over_same_mix": two / mix}
     results["disk_over_memory"] = results["worker_mem_s"] / results["worker_eos_s"]
+
+
+def records_per_event(settings: Any, events: int) -> dict[str, float]:
+    """The committed records of each output topic of a worker run, per input event."""
+    return {topic: count / events for topic, count in e2e.committed_records(settings).items()}
 
 
 def latency_run(run: Run, results: dict[str, Any]) -> None:
