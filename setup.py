@@ -32,6 +32,7 @@ COMPILED = [
     "worker/offline.py",
     "worker/runtime/checkpoint.py",
     "worker/runtime/emitter.py",
+    "worker/runtime/experiment_names.py",
     "worker/runtime/intake.py",
     "worker/runtime/kv.py",
     "worker/runtime/partitioner.py",

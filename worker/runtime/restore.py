@@ -17,7 +17,6 @@ to it. A crashed owner's transaction therefore delays the restore until the brok
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from worker.core.identity import raw_project_of
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import SharedAdmin, reader_config
+from worker.runtime.experiment_names import NameScan
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.state import KafkaStores, StoreCheckpoint
 
@@ -47,10 +47,6 @@ FLUSH_EVERY = 20_000  # records per store write while restoring
 # million records); 500 read 1M users at 242-265k records/s against 192-222k (benchmarks/state.py).
 READ_BATCH = 500
 MARKER = EXPERIMENT_PREFIX.encode()
-# An experiment property's key in a JSON state record (escapes included; JSON allows whitespace
-# before the colon). The loop is unrolled (runs of plain characters, then one escape at a time):
-# the same matches as `(?:[^"\\]|\\.)*`, in half the time of that alternation per character.
-NAME_KEYS = re.compile(rb'"(' + re.escape(MARKER) + rb'[^"\\]*(?:\\.[^"\\]*)*)"\s*:')
 Progress = Callable[[int, int], None]  # (records read, records to read), as the restore goes
 
 
@@ -125,10 +121,11 @@ class Reading:
         self.dedupes: list[tuple[bytes, int | None]] = []
         self.names: set[tuple[str, str]] = set()
         self.marked: list[tuple[bytes, bytes]] = []  # state records holding the experiment prefix
-        self.known: set[tuple[str, bytes]] = set()  # (project, name as it is in a JSON record)
+        self.scan = NameScan()  # the experiment names known, per project
         self.json_state = settings.formats.get("state", "json") == "json"
         for project, name in stores.names():  # found by the restores before the checkpoint
             registry.load(project, name)
+            self.scan.learn(project, name)
         self.consumer = self.start_reading()
 
     def start_reading(self) -> Consumer:
@@ -201,35 +198,23 @@ class Reading:
 
     def admit_names(self) -> None:
         """Experiment names in use keep working under the limit (SPEC §6), whatever the registry says.
-        The experiment keys of the batch's JSON records are found in their bytes, per project, in
-        one pass; only the records holding a key not known yet are decoded (most users hold the
-        same few names). A key the pattern reads wrong (an escape) is never known, so its records
-        are decoded, as is every record of another format."""
+        Of the batch's JSON records, only those that may hold a name not known yet are decoded
+        (worker.runtime.experiment_names); every record of another format is."""
         by_project: dict[bytes, list[bytes]] = {}
         for user_key, value in self.marked:
             by_project.setdefault(raw_project_of(user_key), []).append(value)
         self.marked = []
         for raw_project, records in by_project.items():
             project = raw_project.decode("utf-8", "replace")
-            if not self.json_state:
-                for value in records:
-                    self.admit(project, value)
-                continue
-            found = set(NAME_KEYS.findall(b"\n".join(records)))
-            unknown = {name for name in found if (project, name) not in self.known}
-            for value in records:
-                if not unknown:
-                    break
-                if any(name in value for name in unknown):
-                    self.admit(project, value)
-                    unknown = {name for name in unknown if (project, name) not in self.known}
+            for value in self.scan.candidates(project, records) if self.json_state else records:
+                self.admit(project, value)
 
     def admit(self, project: str, value: bytes) -> None:
         for name in self.stores.decode(value)["user_properties"]:
             if name.startswith(EXPERIMENT_PREFIX):
                 self.registry.load(project, name)
                 self.names.add((project, name))
-                self.known.add((project, name.encode()))
+                self.scan.learn(project, name)
 
     def flush(self) -> None:
         self.admit_names()

@@ -1,0 +1,66 @@
+"""The experiment property names in JSON state records, found in their bytes while a restore reads
+them (SPEC §6: names in use keep working under the limit, whatever the registry says).
+
+Most users of a project hold the same few names, so the question per batch of records is which
+records might hold a name not known yet; only those are decoded. The known names of a project are
+one compiled pattern: an occurrence of `"[Experiment] ` not followed by the rest of a known name
+as JSON writes it (its closing quote included) marks its record. One regular-expression search
+over the batch, with no object per occurrence, replaces a `findall` that made one per name
+written (half the time; the scan was 40% of a restore's CPU).
+
+A name written with other escapes than orjson's is never matched, so its records are decoded
+(correct, slower); so are records holding an unknown name as a value only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import orjson
+
+from worker.core.limit import EXPERIMENT_PREFIX
+
+QUOTED = b'"' + EXPERIMENT_PREFIX.encode()
+
+
+class NameScan:
+    """Known names per project, and the records of a batch that may hold another."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, set[bytes]] = {}  # project -> the JSON text after QUOTED, closing quote included
+        self.patterns: dict[str, tuple[int, re.Pattern[bytes]]] = {}  # project -> (names in it, pattern)
+
+    def learn(self, project: str, name: str) -> None:
+        self.known.setdefault(project, set()).add(orjson.dumps(name)[len(QUOTED):])
+
+    def candidates(self, project: str, records: list[bytes]) -> Iterator[bytes]:
+        """Each record holding `"[Experiment] ` followed by no known name, once; a name learned
+        while the caller goes through them (it decodes each one) counts from then on."""
+        blob = b"\n".join(records)  # JSON records hold no raw newline
+        known = self.known.setdefault(project, set())
+        pattern = self.pattern(project, known)
+        position = 0
+        while True:
+            found = pattern.search(blob, position)
+            if found is None:
+                return
+            start = found.end()
+            end = blob.find(b'"', start) + 1
+            record_end = blob.find(b"\n", start)
+            if record_end < 0:
+                record_end = len(blob)
+            if end and blob[start:end] in known:  # learned since the pattern was made
+                position = end
+                continue
+            yield blob[blob.rfind(b"\n", 0, found.start()) + 1:record_end]
+            position = record_end
+
+    def pattern(self, project: str, known: set[bytes]) -> re.Pattern[bytes]:
+        made = self.patterns.get(project)
+        if made is not None and made[0] == len(known):
+            return made[1]
+        tails = b"|".join(re.escape(tail) for tail in sorted(known))
+        pattern = re.compile(re.escape(QUOTED) + (b"(?!" + tails + b")" if known else b""))
+        self.patterns[project] = (len(known), pattern)
+        return pattern
