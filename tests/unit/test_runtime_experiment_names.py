@@ -19,7 +19,8 @@ def decoded_names(scan: NameScan, project: str, records: list[bytes]) -> tuple[l
     """What a restore does: decode each candidate and learn its experiment names."""
     decoded: list[bytes] = []
     names: set[str] = set()
-    for value in scan.candidates(project, records):
+    for index in scan.candidates(project, records):
+        value = records[index]
         decoded.append(value)
         for name in orjson.loads(value)["user_properties"]:
             if name.startswith("[Experiment] "):
@@ -81,3 +82,11 @@ def test_every_name_in_the_records_is_found(users: list[dict[str, object]], lear
     decoded_names(scan, "p", records)
     expected = {name for properties in users for name in properties if name.startswith("[Experiment] ")}
     assert expected <= {name for name in expected if decoded_names(scan, "p", [record({name: 1})])[0] == []}
+
+
+def test_a_record_is_searched_past_a_value_that_holds_the_prefix() -> None:
+    scan = NameScan()
+    scan.learn("p", "[Experiment] a")
+    late = record({"note": "see [Experiment] a", "plan": "x", "[Experiment] b": 1})
+    quiet = record({"note": "[Experiment] a", "[Experiment] a": 1})
+    assert decoded_names(scan, "p", [quiet, late, quiet]) == ([late], {"[Experiment] b"})

@@ -15,13 +15,16 @@ A name written with other escapes than orjson's is never matched, so its records
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
+from itertools import accumulate
 
 import orjson
 
 from worker.core.limit import EXPERIMENT_PREFIX
 
-QUOTED = b'"' + EXPERIMENT_PREFIX.encode()
+MARKER = EXPERIMENT_PREFIX.encode()
+QUOTED = b'"' + MARKER
 
 
 class NameScan:
@@ -34,12 +37,18 @@ class NameScan:
     def learn(self, project: str, name: str) -> None:
         self.known.setdefault(project, set()).add(orjson.dumps(name)[len(QUOTED):])
 
-    def candidates(self, project: str, records: list[bytes]) -> Iterator[bytes]:
-        """Each record holding `"[Experiment] ` followed by no known name, once; a name learned
-        while the caller goes through them (it decodes each one) counts from then on."""
-        blob = b"\n".join(records)  # JSON records hold no raw newline
+    def candidates(self, project: str, records: list[bytes]) -> Iterator[int]:
+        """The index of each record holding `"[Experiment] ` followed by no known name, once; a
+        name learned while the caller goes through them (it decodes each one) counts from then on.
+        Each record is searched from its first `[Experiment] ` on (most of its bytes come before)."""
+        tails = []
+        for record in records:
+            first = record.find(MARKER)
+            tails.append(record[first - 1:] if first > 0 else record)
+        blob = b"\n".join(tails)  # JSON records hold no raw newline
         known = self.known.setdefault(project, set())
         pattern = self.pattern(project, known)
+        starts: list[int] = []  # where each record's tail starts in the blob, once a search finds one
         position = 0
         while True:
             found = pattern.search(blob, position)
@@ -47,14 +56,14 @@ class NameScan:
                 return
             start = found.end()
             end = blob.find(b'"', start) + 1
-            record_end = blob.find(b"\n", start)
-            if record_end < 0:
-                record_end = len(blob)
             if end and blob[start:end] in known:  # learned since the pattern was made
                 position = end
                 continue
-            yield blob[blob.rfind(b"\n", 0, found.start()) + 1:record_end]
-            position = record_end
+            if not starts:
+                starts = list(accumulate((len(tail) + 1 for tail in tails), initial=0))
+            index = bisect_right(starts, found.start()) - 1
+            yield index
+            position = starts[index + 1]
 
     def pattern(self, project: str, known: set[bytes]) -> re.Pattern[bytes]:
         made = self.patterns.get(project)

@@ -35,7 +35,7 @@ from worker.core.identity import raw_project_of
 from worker.core.limit import EXPERIMENT_PREFIX, ExperimentRegistry
 from worker.errors import KafkaFatalError
 from worker.runtime.clients import SharedAdmin, reader_config
-from worker.runtime.experiment_names import NameScan
+from worker.runtime.experiment_names import MARKER, NameScan
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.state import KafkaStores, StoreCheckpoint
 
@@ -46,7 +46,6 @@ FLUSH_EVERY = 20_000  # records per store write while restoring
 # young collections and was promoted, so full collections came twice as often (31 against 8 per
 # million records); 500 read 1M users at 242-265k records/s against 192-222k (benchmarks/state.py).
 READ_BATCH = 500
-MARKER = EXPERIMENT_PREFIX.encode()
 Progress = Callable[[int, int], None]  # (records read, records to read), as the restore goes
 
 
@@ -110,8 +109,8 @@ class Reading:
         self.state_topic, self.dedupe_topic = settings.topics.state, settings.topics.dedupe
         checkpoint = stores.checkpoint
         self.admin = clients.admin()
-        self.positions = {(self.state_topic, partition): checkpoint.state_offset,
-                          (self.dedupe_topic, partition): checkpoint.dedupe_offset}
+        self.state_position, self.dedupe_position = (self.state_topic, partition), (self.dedupe_topic, partition)
+        self.positions = {self.state_position: checkpoint.state_offset, self.dedupe_position: checkpoint.dedupe_offset}
         self.total = self.start_at_low_watermarks()
         self.result = RestoreResult(partition, from_checkpoint=checkpoint.state_offset + checkpoint.dedupe_offset > 0)
         # The records not written yet, keys as they are on the changelogs (bytes: nothing is decoded
@@ -166,7 +165,7 @@ class Reading:
                     failed = error
                 continue
             read = True
-            self.take(message)
+            self.take(message, message.topic() == self.state_topic)
         if len(self.state_keys) + len(self.dedupes) >= FLUSH_EVERY:
             self.flush()
         if failed is not None:
@@ -180,19 +179,23 @@ class Reading:
             return True
         return read
 
-    def take(self, message: Message) -> None:
-        key = (message.topic() or "", message.partition() or 0)
-        self.positions[key] = (message.offset() or 0) + 1
+    def take(self, message: Message, state: bool) -> None:
+        """One changelog record (the consumer reads only this partition of the two topics)."""
+        offset = (message.offset() or 0) + 1
         raw_key, value = message.key(), message.value()
-        if raw_key is None:
-            return
-        if key[0] == self.state_topic:
+        if state:
+            self.positions[self.state_position] = offset
+            if raw_key is None:
+                return
             self.state_keys.append(raw_key)
             self.state_values.append(value)  # a tombstone (None) deletes the user
             if value is not None and MARKER in value:
                 self.marked.append((raw_key, value))
             self.result.state_records += 1
         else:
+            self.positions[self.dedupe_position] = offset
+            if raw_key is None:
+                return
             self.dedupes.append((raw_key, None if value is None else int(value)))
             self.result.dedupe_records += 1
 
@@ -206,8 +209,12 @@ class Reading:
         self.marked = []
         for raw_project, records in by_project.items():
             project = raw_project.decode("utf-8", "replace")
-            for value in self.scan.candidates(project, records) if self.json_state else records:
-                self.admit(project, value)
+            if not self.json_state:
+                for value in records:
+                    self.admit(project, value)
+                continue
+            for index in self.scan.candidates(project, records):
+                self.admit(project, records[index])
 
     def admit(self, project: str, value: bytes) -> None:
         for name in self.stores.decode(value)["user_properties"]:
@@ -219,8 +226,7 @@ class Reading:
     def flush(self) -> None:
         self.admit_names()
         self.stores.restore(zip(self.state_keys, self.state_values, strict=True), self.dedupes,
-                            self.positions[(self.state_topic, self.partition)],
-                            self.positions[(self.dedupe_topic, self.partition)], self.names)
+                            self.positions[self.state_position], self.positions[self.dedupe_position], self.names)
         self.state_keys, self.state_values, self.dedupes, self.names = [], [], [], set()
         if self.progress is not None:
             self.progress(self.result.state_records + self.result.dedupe_records, self.total)
