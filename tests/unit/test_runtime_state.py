@@ -140,8 +140,33 @@ def test_expiry_forgets_entries_before_the_horizon_but_not_one_seen_again_since(
         assert stores.expire(5 * DAY_MS) == 1, store
         assert stores.first_seen("old") is None
         assert stores.first_seen("again") == 8 * DAY_MS and stores.first_seen("new") == 9 * DAY_MS
-        assert stores.kv.keys_below(EXPIRY, EXPIRY + (5 * DAY_MS).to_bytes(8, "big")) == []  # the index went too
+        assert stores.kv.items_below(EXPIRY, EXPIRY + (5 * DAY_MS).to_bytes(8, "big")) == []  # the index went too
         stores.close()
+
+
+def test_the_expiry_index_holds_a_group_per_write_and_minute_and_each_group_expires_whole(tmp_path: Path) -> None:
+    minute = 60_000
+    for store in ("disk", "memory"):
+        stores = factory(tmp_path / store, store).open(0)
+        for key, first_seen in (("a", 10 * minute + 5), ("b", 10 * minute + 59_999), ("c", 11 * minute)):
+            stores.put_dedupe(key, first_seen)
+        stores.commit(None, 3, 1)
+        stores.put_dedupe("d", 10 * minute + 7)  # the minute of "a" again, in a later write: its own group
+        stores.commit(None, 4, 2)
+        stores.restore([], [(b"e", 10 * minute + 1), (b"f", 12 * minute), (b"b", None)], None, 6)
+        groups = list(stores.kv.items(EXPIRY))  # minutes 10 and 11; 10; 10 and 12
+        assert len(groups) == 5 and stores.checkpoint.groups == 5, store
+        # An entry goes once its whole minute is past the horizon: "a" (first seen at 10:00.005)
+        # is kept at a horizon of 10:59.999 and forgotten at 11:00; "b" was deleted by the restore.
+        assert stores.expire(11 * minute - 1) == 0 and stores.first_seen("a") == 10 * minute + 5
+        assert stores.expire(11 * minute) == 3, store  # a, d, e
+        assert [stores.first_seen(key) for key in "abcdef"] == [None, None, 11 * minute, None, None, 12 * minute]
+        assert stores.expire(13 * minute) == 2
+        assert list(stores.kv.items(EXPIRY)) == []
+        stores.close()
+    again = factory(tmp_path / "disk").open(0)
+    assert again.trusted is not None and again.trusted.groups == 5  # a reopened store numbers on
+    again.close()
 
 
 def test_the_cache_holds_decoded_users_within_its_bound_and_a_dropped_partition_takes_its_own() -> None:

@@ -2,8 +2,8 @@
 (`state_store=disk`, through rocksdict) or a dict in memory (`state_store=memory`).
 
 Both take one atomic batch of writes at a time (`write`), so a batch's state, dedupe entries and
-checkpoint are applied together or not at all, and both list the keys of the expiry index in
-order (`keys_below`), at a cost that grows with what expires, not with the store.
+checkpoint are applied together or not at all, and both list the records of the expiry index in
+order (`items_below`), at a cost that grows with what expires, not with the store.
 
 RocksDB was chosen over LMDB by measurement on this workload (README, "State on disk"): restore
 writes 1.2M records/s against 0.8M, point misses (most dedupe reads) cost about the same, and
@@ -19,7 +19,15 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
-from rocksdict import BlockBasedIndexType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import (
+    BlockBasedIndexType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteBufferManager,
+)
 
 Write = tuple[bytes, bytes | None]  # a value of None deletes the key
 # Shared by every store of a process, so RocksDB's memory does not grow with the partitions owned:
@@ -41,8 +49,8 @@ class KeyValue(Protocol):
         """Apply every write, atomically."""
         ...
 
-    def keys_below(self, prefix: bytes, below: bytes) -> list[bytes]:
-        """The keys that start with `prefix` and sort below `below`, ascending."""
+    def items_below(self, prefix: bytes, below: bytes) -> list[tuple[bytes, bytes]]:
+        """The (key, value) pairs whose keys start with `prefix` and sort below `below`, by key."""
         ...
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -53,7 +61,7 @@ class KeyValue(Protocol):
 
 
 class MemoryKV:
-    """A dict; the keys under `index_prefix` are also kept in a heap, for `keys_below`."""
+    """A dict; the keys under `index_prefix` are also kept in a heap, for `items_below`."""
 
     def __init__(self, index_prefix: bytes) -> None:
         self.data: dict[bytes, bytes] = {}
@@ -73,14 +81,15 @@ class MemoryKV:
                     heapq.heappush(self.index, key)
                 data[key] = value
 
-    def keys_below(self, prefix: bytes, below: bytes) -> list[bytes]:
+    def items_below(self, prefix: bytes, below: bytes) -> list[tuple[bytes, bytes]]:
         assert prefix == self.index_prefix, "MemoryKV orders only its index keys"
-        keys: list[bytes] = []
+        items: list[tuple[bytes, bytes]] = []
         while self.index and self.index[0] < below:
             key = heapq.heappop(self.index)
-            if key in self.data:
-                keys.append(key)
-        return keys
+            value = self.data.get(key)
+            if value is not None:
+                items.append((key, value))
+        return items
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         return ((key, value) for key, value in list(self.data.items()) if key.startswith(prefix))
@@ -134,18 +143,18 @@ class RocksKV:
                 batch.put(key, value)
         self.db.write(batch)
 
-    def keys_below(self, prefix: bytes, below: bytes) -> list[bytes]:
-        keys: list[bytes] = []
+    def items_below(self, prefix: bytes, below: bytes) -> list[tuple[bytes, bytes]]:
+        items: list[tuple[bytes, bytes]] = []
         cursor = self.db.iter()
         cursor.seek(prefix)
         while cursor.valid():
             key: bytes = cursor.key()
             if not key.startswith(prefix) or key >= below:
                 break
-            keys.append(key)
+            items.append((key, cursor.value()))
             cursor.next()
         del cursor
-        return keys
+        return items
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         cursor = self.db.iter()

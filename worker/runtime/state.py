@@ -10,8 +10,9 @@ checkpoint: the changelog offsets the store has reached and the input offset the
 Never ahead of Kafka, so a restart can trust the store and read the changelogs from there on.
 
 Keys: b"s" + user key → state record; b"d" + dedupe key → first-seen (8 bytes, big-endian);
-b"e" + first-seen + dedupe key → b"" (the expiry index, in time order); b"n" + project + NUL +
-experiment property name → b"" (names found in the restored state, SPEC §6); b"m" → the checkpoint.
+b"e" + minute end + group number → the dedupe entries of one write first seen in that minute (the
+expiry index, in time order; see `expiry_writes`); b"n" + project + NUL + experiment property
+name → b"" (names found in the restored state, SPEC §6); b"m" → the checkpoint.
 """
 
 from __future__ import annotations
@@ -28,20 +29,23 @@ from worker.core.values import JsonObject
 from worker.runtime.kv import KeyValue, Write
 
 STATE, DEDUPE, EXPIRY, NAMES, META = b"s", b"d", b"e", b"n", b"m"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the expiry index grouped per write and minute (1 had a key per entry)
 DECODED_FACTOR = 4  # a decoded user takes about this many times its record's bytes (measured)
+EXPIRY_BUCKET_MS = 60_000  # an entry leaves the store up to this much after its window ends
 
 
 @dataclass(slots=True)
 class StoreCheckpoint:
     """Where the store stands: the next offset to read on each changelog, the next input offset of
-    the batch it holds, and how many users it holds."""
+    the batch it holds, how many users it holds, and how many expiry groups it ever wrote (the
+    next group's tag)."""
 
     format: int = FORMAT_VERSION
     state_offset: int = 0
     dedupe_offset: int = 0
     input_offset: int = -1
     users: int = 0
+    groups: int = 0
 
     def encode(self) -> bytes:
         return orjson.dumps(self)  # orjson writes a dataclass's fields itself, 10x faster than asdict()
@@ -162,9 +166,10 @@ class KafkaStores:
                 self.checkpoint.users += 1
             writes.append((state_key, record))
             self.cache.put(self.partition, key, self.pending_state[key], len(record))
-        for key, first_seen in self.pending_dedupe.items():
-            writes += dedupe_writes(key.encode(), first_seen)
+        entries = [(key.encode(), first_seen) for key, first_seen in self.pending_dedupe.items()]
+        writes += [(DEDUPE + key, first_seen.to_bytes(8, "big")) for key, first_seen in entries]
         self.advance(state_offset, dedupe_offset, input_offset)
+        writes += self.expiry_writes(entries)
         writes.append((META, self.checkpoint.encode()))
         self.kv.write(writes)
         self.clear()
@@ -201,23 +206,53 @@ class KafkaStores:
             users += (record is not None) - (kv.get(state_key) is not None)
             writes.append((state_key, record))
         self.checkpoint.users += users
+        entries: list[tuple[bytes, int]] = []
         for key, first_seen in dedupes:
-            writes += [(DEDUPE + key, None)] if first_seen is None else dedupe_writes(key, first_seen)
+            if first_seen is None:
+                writes.append((DEDUPE + key, None))
+            else:
+                writes.append((DEDUPE + key, first_seen.to_bytes(8, "big")))
+                entries.append((key, first_seen))
         self.advance(state_offset, dedupe_offset, None)
+        writes += self.expiry_writes(entries)
         writes.append((META, self.checkpoint.encode()))
         self.kv.write(writes)
 
+    def expiry_writes(self, entries: list[tuple[bytes, int]]) -> list[Write]:
+        """The expiry index of one store write's dedupe entries: one record per minute they were
+        first seen in (a write is a batch, mostly within one minute), not one per entry, which
+        halves the keys a batch inserts. Key: the minute's end, then the group's number in this
+        store (8 bytes each; counted in the checkpoint, written in the same batch, so groups never
+        collide). Value: each entry's first-seen (8 bytes), key length (4) and key."""
+        groups: dict[int, list[bytes]] = {}
+        for key, first_seen in entries:
+            minute_end = (first_seen // EXPIRY_BUCKET_MS + 1) * EXPIRY_BUCKET_MS
+            group = groups.get(minute_end)
+            if group is None:
+                group = groups[minute_end] = []
+            group += (first_seen.to_bytes(8, "big"), len(key).to_bytes(4, "big"), key)
+        writes: list[Write] = []
+        for minute_end, group in groups.items():
+            self.checkpoint.groups += 1
+            writes.append((EXPIRY + minute_end.to_bytes(8, "big") + self.checkpoint.groups.to_bytes(8, "big"),
+                           b"".join(group)))
+        return writes
+
     def expire(self, horizon_ms: int) -> int:
-        """Forget dedupe entries first seen before `horizon_ms`, walking the expiry index from its
-        oldest entry: the cost is the entries that expire, not the store."""
+        """Forget dedupe entries first seen before `horizon_ms` (up to a minute later: the index
+        holds minutes), walking the expiry index from its oldest group: the cost is the entries that
+        expire, not the store."""
         writes: list[Write] = []
         expired = 0
-        for index_key in self.kv.keys_below(EXPIRY, EXPIRY + max(horizon_ms, 0).to_bytes(8, "big")):
-            first_seen, dedupe_key = index_key[1:9], index_key[9:]
+        # A group's key starts with the end of its minute: every entry in it is older than that, so
+        # a group goes when its minute ends at the horizon or before.
+        below = EXPIRY + (max(horizon_ms, 0) + 1).to_bytes(8, "big")
+        for index_key, group in self.kv.items_below(EXPIRY, below):
             writes.append((index_key, None))
-            if self.kv.get(DEDUPE + dedupe_key) == first_seen:  # not seen again after the window
-                writes.append((DEDUPE + dedupe_key, None))
-                expired += 1
+            for dedupe_key, first_seen in unpack_group(group):
+                if self.kv.get(DEDUPE + dedupe_key) == first_seen:  # not seen again after the window
+                    writes.append((DEDUPE + dedupe_key, None))
+                    expired += 1
         if writes:
             self.kv.write(writes)
         return expired
@@ -243,6 +278,10 @@ class KafkaStores:
         self.kv.close()
 
 
-def dedupe_writes(raw_key: bytes, first_seen: int) -> list[Write]:
-    when = first_seen.to_bytes(8, "big")
-    return [(DEDUPE + raw_key, when), (EXPIRY + when + raw_key, b"")]
+def unpack_group(group: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(dedupe key, first-seen as stored) of each entry of an expiry group."""
+    at = 0
+    while at < len(group):
+        first_seen, size = group[at:at + 8], int.from_bytes(group[at + 8:at + 12], "big")
+        yield group[at + 12:at + 12 + size], first_seen
+        at += 12 + size
