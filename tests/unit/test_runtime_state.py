@@ -4,6 +4,8 @@ temporary directory; no broker."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,31 @@ def test_the_expiry_index_holds_a_group_per_write_and_minute_and_each_group_expi
     again = factory(tmp_path / "disk").open(0)
     assert again.trusted is not None and again.trusted.groups == 5  # a reopened store numbers on
     again.close()
+
+
+KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from tests.unit.test_runtime_state import committed, factory
+stores = factory(Path(sys.argv[1])).open(0)
+committed(stores, "p/u:1", {"n": 1}, (1, 0, 10))
+stores.kv.db.flush()  # type: ignore[attr-defined]  # the memtable reaches disk: a checkpoint there
+committed(stores, "p/u:1", {"n": 2}, (2, 0, 11))
+print("both written", flush=True)
+os._exit(9)  # killed: no close(), no flush
+"""
+
+
+def test_a_killed_process_store_reopens_at_the_last_write_on_disk_with_its_own_checkpoint(tmp_path: Path) -> None:
+    # No write-ahead log: the second commit was only in the memtable, and the store is back at the
+    # first one, state and checkpoint together (the restore reads the changelogs from there).
+    writer = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], capture_output=True, text=True,
+                            check=False, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert writer.returncode == 9 and writer.stdout == "both written\n", writer.stderr
+    stores = factory(tmp_path).open(0)
+    assert stores.trusted is not None and stores.trusted.input_offset == 10 and stores.trusted.state_offset == 1
+    assert stores.state_of("p/u:1") == {"n": 1}
+    stores.close()
 
 
 def test_the_cache_holds_decoded_users_within_its_bound_and_a_dropped_partition_takes_its_own() -> None:

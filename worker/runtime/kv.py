@@ -27,6 +27,7 @@ from rocksdict import (
     Rdict,
     WriteBatch,
     WriteBufferManager,
+    WriteOptions,
 )
 
 Write = tuple[bytes, bytes | None]  # a value of None deletes the key
@@ -129,6 +130,13 @@ class RocksKV:
         options.set_block_based_table_factory(table)
         self.path = path
         self.db = Rdict(str(path), options)
+        # No write-ahead log, as Kafka Streams runs its RocksDB stores: the changelogs are the log.
+        # A process killed before a memtable reaches disk reopens at the last one that did (each
+        # write is one batch with its checkpoint, so that is a checkpoint too) and reads the
+        # changelogs from there; close() writes the memtables out. The WAL was ~2% of the loop.
+        write_options = WriteOptions()
+        write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
+        self.db.set_write_options(write_options)
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.db.get(key)
