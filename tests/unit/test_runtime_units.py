@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from tests.support.workers import idle_worker
-from worker.core.billing import MonthlyTrackedUsers, utc_month
+from worker.core.billing import EXACT_UP_TO, PRECISION, REGISTERS, MonthlyTrackedUsers, utc_month
 from worker.core.dlq_limit import DlqLimit
 from worker.errors import ConfigError
 from worker.runtime.clients import TRANSACTION_RETRY_BACKOFF_MS, producer_config
@@ -138,12 +139,47 @@ def test_kafka_errors_are_classified_once(error: KafkaError, expected: ErrorClas
 def test_monthly_tracked_users_count_each_user_once_per_utc_month() -> None:
     tracked = MonthlyTrackedUsers()
     november, december = 1_763_978_400_000, 1_764_547_200_000  # 2025-11-24, 2025-12-01 UTC
-    assert tracked.track("p", "p/u:a", november) == 1
-    assert tracked.track("p", "p/u:a", november + 1) is None
-    assert tracked.track("p", "p/u:b", november + 2) == 2
-    assert tracked.track("p", "p/u:a", december) == 1  # a new month starts from zero
-    assert tracked.track("p", "p/u:c", november) is None  # late: last month's event
-    assert tracked.track("q", "q/u:a", december) == 1  # per project
+    assert tracked.track("p", "p/u:a", november) and tracked.count("p") == 1
+    assert not tracked.track("p", "p/u:a", november + 1)
+    assert tracked.track("p", "p/u:b", november + 2) and tracked.count("p") == 2
+    assert tracked.track("p", "p/u:a", december) and tracked.count("p") == 1  # a new month starts from zero
+    assert not tracked.track("p", "p/u:c", november) and tracked.count("p") == 1  # late: last month's event
+    assert tracked.track("q", "q/u:a", december) and tracked.count("q") == 1  # per project
+    assert tracked.count("r") == 0
+
+
+@pytest.mark.parametrize("users", [EXACT_UP_TO, EXACT_UP_TO + 1, 3_000, 40_000, 200_000])
+def test_monthly_tracked_users_are_exact_while_few_and_estimated_within_their_error_in_bounded_memory(
+        users: int) -> None:
+    # Python's salted string hash, as in the worker: each run draws another sketch; 4% is five
+    # standard errors of a 2^14-register sketch (0.8%), so a failure means a wrong estimator.
+    tracked = MonthlyTrackedUsers()
+    for user in range(users):
+        tracked.track("p", f"p/u:{user}", 1_763_978_400_000)
+    for user in range(0, users, 7):  # seen again: no change
+        assert not tracked.track("p", f"p/u:{user}", 1_763_978_400_001)
+    project = tracked.users["p"]
+    if users <= EXACT_UP_TO:
+        assert tracked.count("p") == users and len(project.exact) == users and not project.registers
+    else:
+        assert abs(tracked.count("p") / users - 1) < 0.04, tracked.count("p")
+        assert not project.exact and len(project.registers) == REGISTERS  # 16 KiB, whatever the users
+
+
+def test_the_sketch_counts_from_its_registers_only() -> None:
+    # A fixed hash: user n goes to register n % REGISTERS with a rank of 1 (the first bit after
+    # the index set). Every register then holds 1, and Ertl's estimator gives exactly
+    # m / ln 2: z = m·τ(1) = 0, halved down to k = 1 where it takes C[1] = m, so z = m/2, plus
+    # m·σ(0) = 0; α∞·m²/z = 2·m·α∞. A later user offering no higher rank changes nothing.
+    rank_one = 1 << (63 - PRECISION)
+    tracked = MonthlyTrackedUsers(hash_key=lambda key: (int(key) % REGISTERS) << (64 - PRECISION) | rank_one)
+    for user in range(REGISTERS):
+        tracked.track("p", str(user), 1_763_978_400_000)
+    project = tracked.users["p"]
+    assert set(project.registers) == {1} and project.histogram[1] == REGISTERS
+    full = tracked.count("p")
+    assert not tracked.track("p", str(REGISTERS + 5), 1_763_978_400_000) and tracked.count("p") == full
+    assert full == round(REGISTERS / math.log(2))
 
 
 @pytest.mark.parametrize("ms", [0, 1, 951_782_400_000, 951_868_799_999, 1_709_164_800_000, 4_102_444_800_000,

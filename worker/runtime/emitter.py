@@ -40,7 +40,7 @@ class Emitter:
         }
         self.tally: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
         self.tracked = MonthlyTrackedUsers()
-        self.tracked_now: dict[str, int] = {}  # per project, its latest monthly tracked users: set at commit
+        self.tracked_now: set[str] = set()  # projects whose monthly tracked users may have grown: set at commit
 
     def count(self, counter: Counter, *labels: str, amount: int = 1) -> None:
         self.tally[(counter, labels)] += amount
@@ -84,9 +84,8 @@ class Emitter:
         project = user_event.project_id
         if event["billable"]:
             self.count(self.metrics.billable_events, project)
-            users = self.tracked.track(project, user_event.user_key, user_event.ingested_at)
-            if users is not None:
-                self.tracked_now[project] = users
+            if self.tracked.track(project, user_event.user_key, user_event.ingested_at):
+                self.tracked_now.add(project)
         elif event["event_type"] in EXPOSURE_TYPES:
             properties = event["event_properties"]
             assert isinstance(properties, dict)
@@ -117,8 +116,8 @@ class Emitter:
         for topic, count in self.sink.take_produced().items():
             self.count(self.metrics.records_out, topic, amount=count)
         self.metrics.add_tally(self.tally)
-        for project, users in self.tracked_now.items():
-            self.metrics.monthly_tracked_users.labels(project).set(users)
+        for project in self.tracked_now:
+            self.metrics.monthly_tracked_users.labels(project).set(self.tracked.count(project))
         self.tracked_now.clear()
 
     def aborted(self) -> None:

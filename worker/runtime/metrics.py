@@ -66,7 +66,8 @@ class Metrics:
         self.add_ignored = counter("add_ignored_total", "$add operations ignored (non-number)")
         self.billable_events = counter("billable_events_total", "Billable events emitted", ("project",))
         self.monthly_tracked_users = gauge(
-            "monthly_tracked_users", "Users with a billable event this UTC month (since start, per instance)",
+            "monthly_tracked_users",
+            "Users with a billable event this UTC month (since start, per instance; past 256 an estimate, 0.8% error)",
             ("project",), mode="livesum",  # each user lives on one partition, so processes sum exactly
         )
         self._runtime_families()
