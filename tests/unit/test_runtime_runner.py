@@ -181,6 +181,24 @@ def test_a_partition_revoked_while_it_restores_is_never_installed() -> None:
     assert worker.metrics.registry.get_sample_value("experiment_worker_ready") == 1
 
 
+def test_closing_waits_for_a_restore_revoked_while_it_ran_to_end_its_thread() -> None:
+    # A process that exits while a restore thread is inside RocksDB aborts (SIGABRT): at shutdown
+    # the restores still running, revoked ones included, are stopped and waited for.
+    worker, clients, _ = opened()
+
+    def slow_restore(*args: Any) -> RestoreResult:
+        while True:
+            args[5](0, 1)  # progress: raises Cancelled once the partition went
+            threading.Event().wait(0.5 if args[2] == 1 else 0.05)  # the revoked one is the slower
+
+    worker.partitions.restorer = slow_restore
+    consumer = clients.consumer_
+    worker.on_assign(consumer, [TopicPartition(BY_USER, 1), TopicPartition(BY_USER, 2)])  # type: ignore[arg-type]
+    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.partitions.close(timeout_s=10)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("restore-")]
+
+
 def test_the_dlq_limit_stops_the_worker_when_most_input_is_bad() -> None:
     worker, clients, _ = opened(dlq_max_ratio=0.5, dlq_window=4)
     clients.consumer_.queued = [[FakeMessage((RAW, 0, offset), data=b"{not json") for offset in range(4)]]

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -98,6 +99,7 @@ class PartitionManager:
         self.keyed_topic = settings.topics.raw if settings.skip_split else settings.topics.by_user
         self.stores: dict[int, KafkaStores] = {}
         self.restorations: dict[int, Restoring] = {}
+        self.stopping: list[Restoring] = []  # dropped while they restored, their threads not ended yet
         codec = codec_for("state", settings.formats.get("state", "json"))
         self.factory = StoreFactory(settings, codec, StateCache(settings.state_cache_bytes),
                                     lambda reason: metrics.store_rebuilds.labels(reason).inc())
@@ -223,6 +225,7 @@ class PartitionManager:
                 job = self.restorations.pop(tp.partition, None)
                 if job is not None:
                     job.drop()
+                    self.stopping = [*(running for running in self.stopping if not running.done.is_set()), job]
                 remove_series(self.metrics.users_in_state, str(tp.partition))
                 self.forget_progress(tp.partition)
             remove_series(self.metrics.consumer_lag, tp.topic, str(tp.partition))
@@ -262,11 +265,21 @@ class PartitionManager:
         """Forget dedupe entries first seen before `horizon_ms`: the store stays bounded by the window."""
         return sum(stores.expire(horizon_ms) for stores in self.stores.values())
 
-    def close(self) -> None:
+    def close(self, timeout_s: float) -> None:
+        """Close the stores, and stop the restores still running and wait (up to `timeout_s`) for
+        their threads to close theirs: a process that exits while a daemon thread is inside RocksDB
+        (a restore's write, or its store's closing flush) aborts ("pthread lock: Invalid argument",
+        SIGABRT), which make chaos found as a SIGTERM during a restore."""
         for stores in self.stores.values():
             stores.close()
-        for job in self.restorations.values():
+        jobs = [*self.restorations.values(), *self.stopping]
+        for job in jobs:
             job.drop()
+        deadline = time.monotonic() + timeout_s
+        for job in jobs:
+            if not job.done.wait(max(deadline - time.monotonic(), 0.0)):
+                log.warning("partition %d: its restore had not stopped after %.0f s; exiting anyway",
+                            job.partition, timeout_s)
 
 
 def remove_series(family: Any, *labels: str) -> None:

@@ -210,7 +210,7 @@ class Worker:
             self.sink.close(self.settings.shutdown_timeout_s)
         if self.follower is not None:
             self.follower.close()
-        self.partitions.close()  # releases each store's directory
+        self.partitions.close(self.settings.shutdown_timeout_s)  # releases each store's directory
 
     def handle(self, message: Message) -> None:
         assert self.stages is not None
