@@ -21,6 +21,7 @@ from tests.support.workers import idle_worker
 from worker.core.records import state_record
 from worker.errors import DlqLimitExceeded, KafkaCallsHung
 from worker.runtime.kafka_errors import Watchdog
+from worker.runtime.kv import RocksKV
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult
 from worker.runtime.runner import Worker
@@ -181,22 +182,26 @@ def test_a_partition_revoked_while_it_restores_is_never_installed() -> None:
     assert worker.metrics.registry.get_sample_value("experiment_worker_ready") == 1
 
 
-def test_closing_waits_for_a_restore_revoked_while_it_ran_to_end_its_thread() -> None:
+def test_closing_waits_for_a_restore_revoked_while_it_ran_to_end_its_thread(tmp_path: Path) -> None:
     # A process that exits while a restore thread is inside RocksDB aborts (SIGABRT): at shutdown
-    # the restores still running, revoked ones included, are stopped and waited for.
-    worker, clients, _ = opened()
+    # the restores still running, revoked ones included, are stopped and waited for; one that
+    # ended already (its store closed by its thread) is not closed twice.
+    worker, clients, _ = opened(state_store="disk", state_dir=str(tmp_path))
 
     def slow_restore(*args: Any) -> RestoreResult:
         while True:
             args[5](0, 1)  # progress: raises Cancelled once the partition went
-            threading.Event().wait(0.5 if args[2] == 1 else 0.05)  # the revoked one is the slower
+            threading.Event().wait(0.5 if args[2] == 1 else 0.05)  # revoked 1 is the slowest
 
     worker.partitions.restorer = slow_restore
     consumer = clients.consumer_
-    worker.on_assign(consumer, [TopicPartition(BY_USER, 1), TopicPartition(BY_USER, 2)])  # type: ignore[arg-type]
-    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1)])  # type: ignore[arg-type]
+    worker.on_assign(consumer, [TopicPartition(BY_USER, n) for n in (1, 2, 3)])  # type: ignore[arg-type]
+    ended = worker.partitions.restorations[3]
+    worker.on_revoke(consumer, [TopicPartition(BY_USER, 1), TopicPartition(BY_USER, 3)])  # type: ignore[arg-type]
+    assert ended.done.wait(5)
     worker.partitions.close(timeout_s=10)
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("restore-")]
+    for partition in (1, 2, 3):  # every store let go: RocksDB's lock is free
+        RocksKV(worker.partitions.factory.path(partition)).close()
 
 
 def test_the_dlq_limit_stops_the_worker_when_most_input_is_bad() -> None:

@@ -75,12 +75,14 @@ class Restoring:
 
     def finish(self) -> None:
         with self.lock:
-            self.done.set()
             if self.dropped and self.stores is not None:
                 self.stores.close()
+            self.done.set()  # after the close: whoever waits on it may let the process exit
 
     def drop(self) -> None:
         with self.lock:
+            if self.dropped:  # once: a store closed by `finish` or an earlier drop is not closed again
+                return
             self.dropped = True
             if self.done.is_set() and self.stores is not None:
                 self.stores.close()
