@@ -196,7 +196,7 @@ class Worker:
         return self.checkpoint.is_due(self.clock.monotonic(), self.settings, caught_up)
 
     def shutdown(self, commit: bool) -> None:
-        """Commit what is done (or, after an error, abort it), leave the group, let the producer drain."""
+        """Commit what is done (or, after an error, abort it), leave the group, drain the producer, stop restores."""
         try:
             if self.consumer is not None:
                 if commit:
@@ -206,11 +206,12 @@ class Worker:
                 self.consumer.close()
         except Exception:
             log.exception("shutdown: commit or close failed; uncommitted work will be redone")
+        deadline = self.clock.monotonic() + self.settings.shutdown_timeout_s
         if self.sink is not None:
             self.sink.close(self.settings.shutdown_timeout_s)
         if self.follower is not None:
             self.follower.close()
-        self.partitions.close(self.settings.shutdown_timeout_s)  # releases each store's directory
+        self.partitions.close(max(deadline - self.clock.monotonic(), 1.0))  # the drain's time counts (pod grace)
 
     def handle(self, message: Message) -> None:
         assert self.stages is not None
