@@ -1,11 +1,12 @@
 """Disk-store reads as the store grows (`python -m benchmarks.store_growth`): three partition stores
 (worker.runtime.kv.RocksKV, the product's own options and shared caches) take the worker's pattern
 per event (a dedupe read that misses, a state read for 30% of events, the dedupe entry and the
-user's state written in batches of 5,000 with one expiry index record per batch), over 100,000 Zipf-skewed users, and
-the rate is printed every ROUND events. A store whose reads slow down as it grows shows here long
-before an hour-long soak does. Measured back to back (2026-12-03, 2.4 million events): with
-whole-file filters in the block cache the rate fell from ~100,000 to 21,000 events/s at 1.4 million
-and 4,400 at 2.4 million; with partitioned filters it went from 113,000 to 82,000 (last/first 0.73).
+user's state written in batches of 5,000 with one expiry index record per batch), over 100,000
+Zipf-skewed users, and the rate is printed every ROUND events. A store whose reads slow down as it
+grows shows here long before an hour-long soak does. Measured back to back (2026-12-03, 2.4 million
+events): with whole-file filters in the block cache the rate fell from ~100,000 to 21,000 events/s
+at 1.4 million and 4,400 at 2.4 million; with partitioned filters it went from 113,000 to 82,000
+(last/first 0.73).
 """
 
 from __future__ import annotations
