@@ -124,7 +124,9 @@ class FakeProducer:
     delivery_reports: int = 0
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                on_delivery: Any = None, **_: Any) -> None:
+                callback: Any = None, on_delivery: Any = None, timestamp: int = 0, headers: Any = None) -> None:
+        """The binding's parameters in its order (the worker passes them by position)."""
+        on_delivery = callback if callback is not None else on_delivery
         if on_delivery is not None:
             self.callbacks[len(self.pending)] = on_delivery
         self.pending.append((topic, key, value, partition))
