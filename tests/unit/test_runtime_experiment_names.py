@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.runtime.experiment_names import NameScan
+from worker.runtime.experiment_names import SCAN_RECORDS, NameScan
 
 
 def record(properties: dict[str, object]) -> bytes:
@@ -90,3 +90,16 @@ def test_a_record_is_searched_past_a_value_that_holds_the_prefix() -> None:
     late = record({"note": "see [Experiment] a", "plan": "x", "[Experiment] b": 1})
     quiet = record({"note": "[Experiment] a", "[Experiment] a": 1})
     assert decoded_names(scan, "p", [quiet, late, quiet]) == ([late], {"[Experiment] b"})
+
+
+def test_records_past_the_first_search_are_found_at_their_own_index() -> None:
+    """A batch longer than one search (SCAN_RECORDS): each candidate's index is its place in the
+    whole batch, and a name learned in an earlier search is known to the later ones."""
+    scan = NameScan()
+    plain = [record({"plan": "pro", "[Experiment] a": "on"}) for _ in range(SCAN_RECORDS * 2 + 10)]
+    plain[5] = record({"[Experiment] b": "on"})
+    plain[SCAN_RECORDS + 3] = record({"[Experiment] c": "on"})
+    plain[SCAN_RECORDS * 2 + 1] = record({"[Experiment] b": "off"})  # learned from record 5
+    decoded, names = decoded_names(scan, "p", plain)
+    assert decoded == [plain[0], plain[5], plain[SCAN_RECORDS + 3]]
+    assert names == {"[Experiment] a", "[Experiment] b", "[Experiment] c"}

@@ -6,7 +6,9 @@ records might hold a name not known yet; only those are decoded. The known names
 one compiled pattern: an occurrence of `"[Experiment] ` not followed by the rest of a known name
 as JSON writes it (its closing quote included) marks its record. One regular-expression search
 over the batch, with no object per occurrence, replaces a `findall` that made one per name
-written (half the time; the scan was 40% of a restore's CPU).
+written (half the time; the scan was 40% of a restore's CPU). The search runs over the records
+joined whole: looking for the prefix in each record first (to search only from there) cost more
+than the search it shortened (1.6 against 0.5 µs a record).
 
 A name written with other escapes than orjson's is never matched, so its records are decoded
 (correct, slower); so are records holding an unknown name as a value only.
@@ -25,6 +27,7 @@ from worker.core.limit import EXPERIMENT_PREFIX
 
 MARKER = EXPERIMENT_PREFIX.encode()
 QUOTED = b'"' + MARKER
+SCAN_RECORDS = 4096  # records joined for one search (about 1.3 MB of bench state records)
 
 
 class NameScan:
@@ -40,15 +43,17 @@ class NameScan:
     def candidates(self, project: str, records: list[bytes]) -> Iterator[int]:
         """The index of each record holding `"[Experiment] ` followed by no known name, once; a
         name learned while the caller goes through them (it decodes each one) counts from then on.
-        Each record is searched from its first `[Experiment] ` on (most of its bytes come before)."""
-        tails = []
-        for record in records:
-            first = record.find(MARKER)
-            tails.append(record[first - 1:] if first > 0 else record)
-        blob = b"\n".join(tails)  # JSON records hold no raw newline
+        Records are searched SCAN_RECORDS at a time, which keeps the joined text small (a restore
+        thread's freed text stays in its malloc arena: 6 MB each, joined whole)."""
+        for first in range(0, len(records), SCAN_RECORDS):
+            for index in self.chunk_candidates(project, records[first:first + SCAN_RECORDS]):
+                yield first + index
+
+    def chunk_candidates(self, project: str, records: list[bytes]) -> Iterator[int]:
+        blob = b"\n".join(records)  # the separator keeps a match from spanning two records
         known = self.known.setdefault(project, set())
         pattern = self.pattern(project, known)
-        starts: list[int] = []  # where each record's tail starts in the blob, once a search finds one
+        starts: list[int] = []  # where each record starts in the blob, once a search finds one
         position = 0
         while True:
             found = pattern.search(blob, position)
@@ -60,7 +65,7 @@ class NameScan:
                 position = end
                 continue
             if not starts:
-                starts = list(accumulate((len(tail) + 1 for tail in tails), initial=0))
+                starts = list(accumulate((len(record) + 1 for record in records), initial=0))
             index = bisect_right(starts, found.start()) - 1
             yield index
             position = starts[index + 1]

@@ -119,7 +119,6 @@ class Reading:
         self.state_values: list[bytes | None] = []
         self.dedupes: list[tuple[bytes, int | None]] = []
         self.names: set[tuple[str, str]] = set()
-        self.marked: list[tuple[bytes, bytes]] = []  # state records holding the experiment prefix
         self.scan = NameScan()  # the experiment names known, per project
         self.json_state = settings.formats.get("state", "json") == "json"
         for project, name in stores.names():  # found by the restores before the checkpoint
@@ -189,8 +188,6 @@ class Reading:
                 return
             self.state_keys.append(raw_key)
             self.state_values.append(value)  # a tombstone (None) deletes the user
-            if value is not None and MARKER in value:
-                self.marked.append((raw_key, value))
             self.result.state_records += 1
         else:
             self.positions[self.dedupe_position] = offset
@@ -202,19 +199,17 @@ class Reading:
     def admit_names(self) -> None:
         """Experiment names in use keep working under the limit (SPEC §6), whatever the registry says.
         Of the batch's JSON records, only those that may hold a name not known yet are decoded
-        (worker.runtime.experiment_names); every record of another format is."""
-        by_project: dict[bytes, list[bytes]] = {}
-        for user_key, value in self.marked:
-            by_project.setdefault(raw_project_of(user_key), []).append(value)
-        self.marked = []
-        for raw_project, records in by_project.items():
+        (worker.runtime.experiment_names); every record of another format that holds the prefix is."""
+        for raw_project, records in by_project(self.state_keys, self.state_values).items():
             project = raw_project.decode("utf-8", "replace")
             if not self.json_state:
                 for value in records:
-                    self.admit(project, value)
+                    if value.find(MARKER) >= 0:  # find: twice as fast as `in` on bytes
+                        self.admit(project, value)
                 continue
             for index in self.scan.candidates(project, records):
                 self.admit(project, records[index])
+
 
     def admit(self, project: str, value: bytes) -> None:
         for name in self.stores.decode(value)["user_properties"]:
@@ -274,3 +269,20 @@ class Reading:
         log.info("restoring partition %d: %d of about %d records read (%d state, %d dedupe); waiting on %s",
                  self.partition, done, self.total, self.result.state_records, self.result.dedupe_records,
                  sorted(pending))
+
+
+def by_project(keys: list[bytes], values: list[bytes | None]) -> dict[bytes, list[bytes]]:
+    """State records (tombstones left out) by the project of their key, in their order. A
+    project's keys mostly come in runs, so each key is compared with the last one's project prefix
+    and split only where the project changes."""
+    groups: dict[bytes, list[bytes]] = {}
+    prefix: bytes | None = None
+    records: list[bytes] = []
+    for user_key, value in zip(keys, values, strict=True):
+        if value is None:
+            continue
+        if prefix is None or not user_key.startswith(prefix):
+            project = raw_project_of(user_key)
+            prefix, records = project + b"/", groups.setdefault(project, [])
+        records.append(value)
+    return groups
