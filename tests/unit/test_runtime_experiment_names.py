@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.runtime.experiment_names import SCAN_RECORDS, NameScan
+from worker.runtime.experiment_names import SCAN_RECORDS, TRIE_DEPTH, NameScan
 
 
 def record(properties: dict[str, object]) -> bytes:
@@ -103,3 +103,30 @@ def test_records_past_the_first_search_are_found_at_their_own_index() -> None:
     decoded, names = decoded_names(scan, "p", plain)
     assert decoded == [plain[0], plain[5], plain[SCAN_RECORDS + 3]]
     assert names == {"[Experiment] a", "[Experiment] b", "[Experiment] c"}
+
+
+@given(st.sets(st.text(alphabet='ab"\\é\n', max_size=6), max_size=12),
+       st.lists(st.text(alphabet='ab"\\é\n', max_size=6), max_size=8), st.binary(max_size=4))
+def test_the_name_pattern_matches_exactly_the_known_names(known: set[str], others: list[str], after: bytes) -> None:
+    """The factored pattern (a trie) says "known" at `"[Experiment] <name>"` for the known names
+    and only for them, whatever follows in the record."""
+    scan = NameScan()
+    for name in known:
+        scan.learn("p", "[Experiment] " + name)
+    pattern = scan.pattern("p", scan.known.get("p", set()))
+    for name in {*known, *others}:
+        text = orjson.dumps("[Experiment] " + name) + after
+        assert (pattern.match(text) is None) == (name in known)
+
+
+def test_names_nested_past_the_trie_depth_are_still_told_apart() -> None:
+    """Names that branch at every character (a, aa, aaa, …) go past TRIE_DEPTH: the rest is a
+    plain alternation, and every name is still known, a longer one still not."""
+    scan = NameScan()
+    names = ["a" * n for n in range(1, TRIE_DEPTH * 3)]
+    for name in names:
+        scan.learn("p", "[Experiment] " + name)
+    pattern = scan.pattern("p", scan.known["p"])
+    assert all(pattern.match(orjson.dumps("[Experiment] " + name)) is None for name in names)
+    assert pattern.match(orjson.dumps("[Experiment] " + "a" * TRIE_DEPTH * 3)) is not None
+    assert pattern.match(orjson.dumps("[Experiment] b")) is not None

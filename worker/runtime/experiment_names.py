@@ -27,6 +27,7 @@ from worker.core.limit import EXPERIMENT_PREFIX
 
 MARKER = EXPERIMENT_PREFIX.encode()
 QUOTED = b'"' + MARKER
+TRIE_DEPTH = 32  # nested groups in a name pattern at most (sre compiles groups recursively)
 SCAN_RECORDS = 4096  # records joined for one search (about 1.3 MB of bench state records)
 
 
@@ -74,7 +75,29 @@ class NameScan:
         made = self.patterns.get(project)
         if made is not None and made[0] == len(known):
             return made[1]
-        tails = b"|".join(re.escape(tail) for tail in sorted(known))
-        pattern = re.compile(re.escape(QUOTED) + (b"(?!" + tails + b")" if known else b""))
+        pattern = re.compile(re.escape(QUOTED) + (b"(?!" + trie(sorted(known)) + b")" if known else b""))
         self.patterns[project] = (len(known), pattern)
         return pattern
+
+
+def trie(words: list[bytes], depth: int = 0) -> bytes:
+    """A pattern matching any of `words` (sorted, distinct) at a position, their shared prefixes
+    factored out. sre tries an alternation's branches one after another, so a lookahead listing n
+    names costs up to n tries at each `"[Experiment] ` (500 names: 2.9 µs a bench record); as a
+    trie it is one walk along the name (0.4 µs; 31 names: 0.46 against 0.34 µs). Below TRIE_DEPTH
+    branchings, or where one word ends inside another (a name's text ends with its closing quote,
+    so only for odd input), the rest is a plain alternation."""
+    if len(words) == 1:
+        return re.escape(words[0])
+    first, last = words[0], words[-1]  # sorted: the first and the last share the least
+    shared = 0
+    while shared < min(len(first), len(last)) and first[shared] == last[shared]:
+        shared += 1
+    prefix = first[:shared]
+    rests = [word[shared:] for word in words]
+    groups: dict[int, list[bytes]] = {}
+    for rest in rests:
+        if not rest or depth >= TRIE_DEPTH:
+            return re.escape(prefix) + b"(?:" + b"|".join(re.escape(rest) for rest in rests) + b")"
+        groups.setdefault(rest[0], []).append(rest)
+    return re.escape(prefix) + b"(?:" + b"|".join(trie(group, depth + 1) for group in groups.values()) + b")"
