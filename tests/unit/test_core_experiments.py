@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support.clock import T0
 from worker.core.dedupe import DAY_MS, assignment_insert_id, java_string_hash
@@ -236,10 +238,28 @@ def test_java_string_hash_matches_the_spec_check_value() -> None:
         ("\U0001F600", (31 * 0xD83D + 0xDE00)),  # a non-BMP character is two UTF-16 code units
         ("a\U0001F600", (31 * (31 * 97 + 0xD83D) + 0xDE00)),
         ("é", 0xE9),
+        ("\ud800", 0xD800),  # a lone surrogate (from a JSON escape) is one code unit, as in Java
+        ("a\udc00b", (31 * (31 * 97 + 0xDC00) + 98)),
     ],
 )
 def test_java_string_hash_over_utf16_code_units(text: str, expected: int) -> None:
     assert java_string_hash(text) == expected
+
+
+def java_hash_by_characters(text: str) -> int:
+    """The definition, character by character: a character past U+FFFF is two UTF-16 units."""
+    h = 0
+    for char in text:
+        code = ord(char)
+        units = [code] if code < 0x10000 else [0xD800 | (code - 0x10000) >> 10, 0xDC00 | (code - 0x10000) & 0x3FF]
+        for unit in units:
+            h = (31 * h + unit) % 2**32
+    return h
+
+
+@given(st.text(st.characters(codec=None, exclude_categories=()), max_size=80))
+def test_java_string_hash_is_the_definition_for_any_text(text: str) -> None:
+    assert java_string_hash(text) == java_hash_by_characters(text)
 
 
 def test_derived_insert_id_of_the_spec_example() -> None:
