@@ -172,7 +172,12 @@ def test_the_sketch_counts_from_its_registers_only() -> None:
     # m / ln 2: z = m·τ(1) = 0, halved down to k = 1 where it takes C[1] = m, so z = m/2, plus
     # m·σ(0) = 0; α∞·m²/z = 2·m·α∞. A later user offering no higher rank changes nothing.
     rank_one = 1 << (63 - PRECISION)
-    tracked = MonthlyTrackedUsers(hash_key=lambda key: (int(key) % REGISTERS) << (64 - PRECISION) | rank_one)
+
+    def fixed_hash(key: str) -> int:  # signed 64-bit, as Python's hash is
+        unsigned = (int(key) % REGISTERS) << (64 - PRECISION) | rank_one
+        return unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned
+
+    tracked = MonthlyTrackedUsers(hash_key=fixed_hash)
     for user in range(REGISTERS):
         tracked.track("p", str(user), 1_763_978_400_000)
     project = tracked.users["p"]
