@@ -15,7 +15,6 @@ that pins the names, the Grafana dashboard check and the alert-rule check all re
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -152,7 +151,7 @@ class Metrics:
     def count_abandoned(self, call: str) -> None:
         self.abandoned_calls.labels(call).inc()
 
-    def add_tally(self, tally: Tally[tuple[Counter, tuple[str, ...]]]) -> None:
+    def add_tally(self, tally: dict[tuple[Counter, tuple[str, ...]], int]) -> None:
         """Add a batch's counts, gathered per (counter, labels) while the batch ran, once it committed:
         counters count committed work, and the hot path takes no metric lock per event. Each
         series' child is looked up once (labels() takes a lock and builds a key each time)."""
