@@ -210,7 +210,6 @@ class Reading:
             for index in self.scan.candidates(project, records):
                 self.admit(project, records[index])
 
-
     def admit(self, project: str, value: bytes) -> None:
         for name in self.stores.decode(value)["user_properties"]:
             if name.startswith(EXPERIMENT_PREFIX):
