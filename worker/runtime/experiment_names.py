@@ -95,9 +95,9 @@ def trie(words: list[bytes], depth: int = 0) -> bytes:
         shared += 1
     prefix = first[:shared]
     rests = [word[shared:] for word in words]
+    if depth >= TRIE_DEPTH or not all(rests):
+        return re.escape(prefix) + b"(?:" + b"|".join(re.escape(rest) for rest in rests) + b")"
     groups: dict[int, list[bytes]] = {}
     for rest in rests:
-        if not rest or depth >= TRIE_DEPTH:
-            return re.escape(prefix) + b"(?:" + b"|".join(re.escape(rest) for rest in rests) + b")"
         groups.setdefault(rest[0], []).append(rest)
     return re.escape(prefix) + b"(?:" + b"|".join(trie(group, depth + 1) for group in groups.values()) + b")"

@@ -48,19 +48,18 @@ class Sink:
         """`track`: note the record's offset (changelogs, for the store's checkpoint)."""
         if not self.in_transaction:
             self.begin()
+        # Exactly-once needs no report of an untracked record: a transaction's commit already fails
+        # on any failed delivery.
+        callback = self.on_tracked if track else None if self.exactly_once else self.on_delivery
         # Positional arguments only (topic, value, key, partition, callback, on_delivery, timestamp,
         # headers; timestamp 0 is "now"): any keyword makes the binding look up each optional
         # parameter's name in the keywords, a new string each: 1.12 against 0.76 µs a call.
         while True:
             try:
-                if track:
-                    self.producer.produce(topic, value, key, partition, self.on_tracked, None, 0, headers)
-                elif not self.exactly_once:
-                    self.producer.produce(topic, value, key, partition, self.on_delivery, None, 0, headers)
-                elif headers is None:  # a transaction's commit already fails on any failed delivery
+                if callback is None and headers is None:
                     self.producer.produce(topic, value, key, partition)
                 else:
-                    self.producer.produce(topic, value, key, partition, None, None, 0, headers)
+                    self.producer.produce(topic, value, key, partition, callback, None, 0, headers)
                 break
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
