@@ -2,6 +2,12 @@
 which the worker carries as `ingested_at`) to the moment the enriched event is readable by a
 read_committed consumer. A producer offers the bench stream at a fixed events/s (half the
 measured maximum) to one worker process; the first seconds (group join, restore) are not counted.
+
+The offered messages are generated before the worker starts, as the throughput runs' raw topics are
+filled before theirs: generating them on the fly took 0.2-0.3 of the machine's two cores beside the
+worker (dev/loadgen.py is Python). The offering producer lingers librdkafka's default 5 ms: at 1 ms
+it sent about 1,000 produce requests a second, which cost the broker 0.22 cores against 0.10 (15,000
+events/s for 10 s, no worker running). Both taxed the worker being measured, not the offer.
 """
 
 from __future__ import annotations
@@ -21,19 +27,31 @@ from worker.runtime.settings import WorkerSettings
 from worker.runtime.topics import admin_client, create_topics
 
 WARMUP_S = 5.0
+OFFER_LINGER_MS = 5  # librdkafka's default
 
 
-def offer(settings: WorkerSettings, events_per_s: float, seconds: float, stop: threading.Event) -> int:
-    """Produce the bench stream at `events_per_s` (message timestamps: now) for `seconds`."""
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
-    stream = StreamGenerator(seed=7, users=100_000, keyed=False)
+def prepare(events: float) -> list[tuple[bytes, int]]:
+    """The bench stream's messages holding `events` events: (value, events in it). What is not JSON
+    never becomes an enriched event and is left out."""
+    messages, total = [], 0
+    for record in StreamGenerator(seed=7, users=100_000, keyed=False).messages():
+        if total >= events:
+            return messages
+        if record.value_raw is None:
+            messages.append((record.encoded(), events_in(record)))
+            total += messages[-1][1]
+    raise AssertionError("the stream is endless")
+
+
+def offer(settings: WorkerSettings, messages: list[tuple[bytes, int]], events_per_s: float, seconds: float,
+          stop: threading.Event) -> int:
+    """Produce `messages` at `events_per_s` (message timestamps: now) for `seconds` at most."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": OFFER_LINGER_MS})
     started, sent = time.monotonic(), 0
-    for record in stream.messages():
-        if record.value_raw is not None:  # what is not JSON never becomes an enriched event
-            continue
-        producer.produce(settings.topics.raw, value=record.encoded())
+    for value, events in messages:
+        producer.produce(settings.topics.raw, value)
         producer.poll(0)
-        sent += events_in(record)
+        sent += events
         ahead = started + sent / events_per_s - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
@@ -45,6 +63,8 @@ def offer(settings: WorkerSettings, events_per_s: float, seconds: float, stop: t
 
 def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workdir: Path) -> dict[str, Any]:
     create_topics(admin_client(settings), settings)
+    messages = prepare(events_per_s * seconds)
+    started_cpu, started = time.process_time(), time.monotonic()  # the offer and the reader from here
     topic = settings.topics.enriched
     reader = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "latency",
                        "isolation.level": "read_committed", "enable.auto.commit": False, "fetch.wait.max.ms": 5})
@@ -53,7 +73,8 @@ def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workd
         worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
     stop = threading.Event()
     sent: list[int] = []
-    producer = threading.Thread(target=lambda: sent.append(offer(settings, events_per_s, seconds, stop)), daemon=True)
+    producer = threading.Thread(target=lambda: sent.append(offer(settings, messages, events_per_s, seconds, stop)),
+                                daemon=True)
     latencies: list[float] = []
     try:
         time.sleep(3.0)  # the worker joins the group before the load starts
@@ -83,4 +104,5 @@ def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workd
         return latencies[min(len(latencies) - 1, int(share * len(latencies)))]
 
     return {"offered_events_per_s": events_per_s, "events": len(latencies), "p50_ms": pick(0.50),
-            "p99_ms": pick(0.99), "max_ms": latencies[-1]}
+            "p99_ms": pick(0.99), "max_ms": latencies[-1], "bench_cpu_s": time.process_time() - started_cpu,
+            "bench_wall_s": time.monotonic() - started}
