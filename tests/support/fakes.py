@@ -50,6 +50,7 @@ class FakeConsumer:
     assigned: list[tuple[str, int]] = field(default_factory=list)
     seeks: list[tuple[str, int, int]] = field(default_factory=list)
     queued: list[list[FakeMessage]] = field(default_factory=list)  # what each consume() returns
+    timeouts: list[float] = field(default_factory=list)  # each consume()'s timeout
     paused: set[tuple[str, int]] = field(default_factory=set)
     committed_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +59,7 @@ class FakeConsumer:
         self.callbacks = callbacks
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        self.timeouts.append(timeout)
         return self.queued.pop(0) if self.queued else []
 
     def at_end(self) -> FakeConsumer:

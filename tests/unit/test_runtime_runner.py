@@ -24,7 +24,7 @@ from worker.runtime.kafka_errors import Watchdog
 from worker.runtime.kv import RocksKV
 from worker.runtime.metrics import Metrics
 from worker.runtime.restore import RestoreResult
-from worker.runtime.runner import Worker
+from worker.runtime.runner import CONSUME_TIMEOUT_S, Worker
 
 RAW, BY_USER = "events.raw", "experiment-worker.by-user"
 
@@ -121,6 +121,18 @@ def test_a_caught_up_batch_commits_after_commit_idle_ms_and_a_full_consume_waits
     clock.now += 0.002
     worker.poll_once()
     assert producer(clients).transactions == ["begin", "commit", "begin", "commit"]
+
+
+def test_a_turn_takes_what_is_fetched_without_waiting_and_only_an_empty_queue_waits() -> None:
+    worker, clients, _ = opened()
+    consumer = clients.consumer_
+    consumer.queued, consumer.timeouts = [[by_user(0)]], []
+    worker.poll_once()  # one message fetched: taken at once, not held for a fuller batch
+    assert consumer.timeouts == [0]
+    consumer.timeouts = []
+    worker.poll_once()  # nothing fetched: one look, then a short wait
+    assert consumer.timeouts == [0, CONSUME_TIMEOUT_S]
+    assert 0 < CONSUME_TIMEOUT_S <= 0.01
 
 
 def test_an_abortable_commit_aborts_rolls_the_stores_back_and_rewinds_the_input() -> None:

@@ -144,10 +144,10 @@ class Worker:
             self.metrics.loop_timestamp.set(self.clock.time())
         if self.partitions.restoring:
             self.partitions.install_restored(self.consumer)
-        # consume() returns when it has all it asked for or the timeout is over: a short timeout
-        # keeps a lightly loaded loop from waiting on a batch that is not coming (latency); and
-        # fewer than asked for means it has caught up with its input: commit_idle_ms applies.
-        messages = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT_S)
+        # What is fetched is taken at once (a consume() with a timeout waits for all it asks for:
+        # 5 ms of each ~80 ms commit cycle at half load); only an empty queue waits, briefly.
+        # Fewer than asked for means it has caught up with its input: commit_idle_ms applies.
+        messages = self.consumer.consume(CONSUME_BATCH, 0) or self.consumer.consume(CONSUME_BATCH, CONSUME_TIMEOUT_S)
         if messages:
             with self.metrics.batch_seconds.time():
                 self.handle_all(messages)
