@@ -1,5 +1,5 @@
 """Pair two builds of the worker on the same broker and the same input, interleaved:
-`python -m benchmarks.ab --base DIR [--events N] [--pairs K] [--set name=value ...]`.
+`python -m benchmarks.ab --base DIR [--events N] [--pairs K] [--processes P] [--set name=value ...]`.
 
 DIR is another checkout of the project (say `git worktree add /tmp/base HEAD~1`, then
 `make -C /tmp/base build`); the worker runs from it with its own compiled modules, the other side
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True, help="the other checkout (built)")
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes of each run")
     parser.add_argument("--set", dest="both", action="append", default=[], help="name=value for both sides")
     parser.add_argument("--set-new", dest="new", action="append", default=[], help="name=value for this side")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (the workers' logs)")
@@ -51,7 +52,8 @@ def main() -> None:
         for side in order:
             checkout, overrides = sides[side]
             before = threads_cpu_s(broker_pid) if args.threads and broker_pid else {}
-            figures[side].append(one_run(bootstrap, workload, work, checkout, overrides, broker_pid, side))
+            figures[side].append(one_run(bootstrap, workload, work, checkout, overrides, broker_pid, side,
+                                         args.processes))
             if before and broker_pid:
                 after = threads_cpu_s(broker_pid)
                 busiest = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)[:8]
@@ -75,13 +77,13 @@ def parse(pairs: list[str]) -> dict[str, Any]:
 
 
 def one_run(bootstrap: str, workload: e2e.Workload, work: Path, checkout: Path, overrides: dict[str, Any],
-            broker_pid: int | None, side: str) -> dict[str, float]:
+            broker_pid: int | None, side: str, processes: int = 1) -> dict[str, float]:
     settings = e2e.settings_for(bootstrap, f"ab{os.urandom(3).hex()}", **overrides)
     e2e.new_raw_topic(settings, workload)
     cwd = Path.cwd()
     os.chdir(checkout)  # `python -m worker.cli` takes the package of its working directory
     try:
-        done = e2e.worker_processes_run(settings, 1, 600 + workload.events / 1000, work, broker_pid)
+        done = e2e.worker_processes_run(settings, processes, 600 + workload.events / 1000, work, broker_pid)
     finally:
         os.chdir(cwd)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
