@@ -93,9 +93,10 @@ def new_raw_topic(settings: WorkerSettings, workload: Workload) -> float:
     return time.process_time() - started
 
 
-def copy_baseline(settings: WorkerSettings, messages: int) -> float:
-    """Seconds for a transactional consume→produce copy of every raw message."""
-    out = settings.topics.raw + ".copy"
+def copy_baseline(settings: WorkerSettings, messages: int, suffix: str = ".copy") -> float:
+    """Seconds for a transactional consume→produce copy of every raw message, to the raw topic's
+    name + `suffix` (a new topic)."""
+    out = settings.topics.raw + suffix
     admin = admin_client(settings)  # held until the futures are done
     for future in admin.create_topics([NewTopic(out, settings.partitions, 1)]).values():
         future.result()
