@@ -12,6 +12,7 @@ events/s for 10 s, no worker running). Both taxed the worker being measured, not
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +29,33 @@ from worker.runtime.topics import admin_client, create_topics
 
 WARMUP_S = 5.0
 OFFER_LINGER_MS = 5  # librdkafka's default
+READY_TIMEOUT_S = 60.0
+RESTORED = "restored partition "  # the worker's log line as each partition's stores are in place
+
+
+class WorkerStuck(RuntimeError):
+    """The worker did not get ready, or nothing it wrote arrived; its log holds its threads' stacks."""
+
+
+def wait_ready(worker: subprocess.Popen[bytes], log: Path, partitions: int) -> float:
+    """Seconds until the worker has restored every partition (its log says so); WorkerStuck, with
+    every thread's stack dumped into its log, when it has not within READY_TIMEOUT_S."""
+    started = time.monotonic()
+    while time.monotonic() - started < READY_TIMEOUT_S:
+        if log.read_text(errors="replace").count(RESTORED) >= partitions:
+            return time.monotonic() - started
+        if worker.poll() is not None:
+            raise WorkerStuck(f"the worker exited with {worker.returncode} before it was ready (see {log})")
+        time.sleep(0.05)
+    raise WorkerStuck(f"the worker had not restored its {partitions} partitions after {READY_TIMEOUT_S:.0f} s; "
+                      f"its threads' stacks are at the end of {log}")
+
+
+def dump_stacks(worker: subprocess.Popen[bytes]) -> None:
+    """`kill -USR1`: the worker writes every thread's stack to its log (worker/runtime/runner.py)."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
 
 
 def prepare(events: float) -> list[tuple[bytes, int]]:
@@ -69,7 +97,8 @@ def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workd
     reader = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "latency",
                        "isolation.level": "read_committed", "enable.auto.commit": False, "fetch.wait.max.ms": 5})
     reader.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    with (workdir / "latency-worker.log").open("wb") as log:
+    log_path = workdir / "latency-worker.log"
+    with log_path.open("wb") as log:
         worker = subprocess.Popen(worker_command(settings), stdout=log, stderr=log)
     stop = threading.Event()
     sent: list[int] = []
@@ -77,7 +106,7 @@ def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workd
                                 daemon=True)
     latencies: list[float] = []
     try:
-        time.sleep(3.0)  # the worker joins the group before the load starts
+        ready_s = wait_ready(worker, log_path, settings.partitions)  # the load starts on a worker in place
         started_ms = time.time() * 1000
         producer.start()
         deadline, drained = time.monotonic() + seconds + 60, float("inf")
@@ -93,16 +122,18 @@ def measure(settings: WorkerSettings, events_per_s: float, seconds: float, workd
                     latencies.append(now_ms - ingested)
     finally:
         stop.set()
+        if not latencies:  # not ready, or nothing arrived: where its threads are, into its log
+            dump_stacks(worker)
         worker.terminate()
         worker.wait(60)
         reader.close()
     latencies.sort()
     if not latencies:
-        raise RuntimeError(f"no enriched event arrived (see {workdir / 'latency-worker.log'})")
+        raise WorkerStuck(f"no enriched event arrived; the worker's threads' stacks are at the end of {log_path}")
 
     def pick(share: float) -> float:
         return latencies[min(len(latencies) - 1, int(share * len(latencies)))]
 
     return {"offered_events_per_s": events_per_s, "events": len(latencies), "p50_ms": pick(0.50),
             "p99_ms": pick(0.99), "max_ms": latencies[-1], "bench_cpu_s": time.process_time() - started_cpu,
-            "bench_wall_s": time.monotonic() - started}
+            "bench_wall_s": time.monotonic() - started, "ready_s": ready_s}

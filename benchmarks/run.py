@@ -191,10 +191,14 @@ def latency_run(run: Run, results: dict[str, Any]) -> None:
     settings = run.settings("lat")
     try:
         results["latency"] = lat = latency.measure(settings, half, 30.0, run.work)
+    except latency.WorkerStuck as exc:  # the rest of the bench still runs; the table says so
+        results["latency_failed"] = str(exc)
+        print(f"  latency at {half:,.0f} events/s: FAILED: {exc}", flush=True)
+        return
     finally:
         shutil.rmtree(settings.state_dir, ignore_errors=True)
     print(f"  latency at {half:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-          f"({lat['events']:,} events)", flush=True)
+          f"({lat['events']:,} events; the worker was ready {lat['ready_s']:.1f} s after its start)", flush=True)
 
 
 def quix_expected(workload: e2e.Workload) -> int:
@@ -256,7 +260,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, float, list[str], str
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    events, lat, st = results["events"], results["latency"], results["state"]
+    events, lat, st = results["events"], results.get("latency"), results["state"]
     eos, loadgen = events / results["worker_eos_s"], results["loadgen_cpu_s"]
     hop = events / results["worker_hop_s"]
     quix = (f"{eos * results['quix_s'] / events:.2f} ({hop * results['quix_s'] / events:.2f} without the by-user "
@@ -268,13 +272,18 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
           + ", ".join(f"{topic} {share:.4f}" for topic, share in results[key].items())
           + f"; total {sum(results[key].values()):.4f}"
           for key, what in (("records_per_event", ""), ("records_per_event_hop", ", no by-user shortcut"))),
-        f"load generator: {events * len(loadgen) / sum(loadgen.values()):,.0f} events/CPU-s producing the raw "
-        f"topics; latency bench process (offer + reader): {lat['bench_cpu_s']:.1f} CPU-s "
-        f"in {lat['bench_wall_s']:.0f} s",
-        f"latency at {lat['offered_events_per_s']:,.0f} events/s (half the maximum): p50 {lat['p50_ms']:.0f} ms, "
-        f"p99 {lat['p99_ms']:.0f} ms",
+        f"load generator: {events * len(loadgen) / sum(loadgen.values()):,.0f} events/CPU-s producing the raw topics",
+        *latency_lines(lat, results.get("latency_failed", "")),
         *state_lines(st),
     ]
+
+
+def latency_lines(lat: dict[str, Any] | None, failed: str) -> list[str]:
+    if lat is None:
+        return [f"latency: FAILED ({failed})"]
+    return [f"latency bench process (offer + reader): {lat['bench_cpu_s']:.1f} CPU-s in {lat['bench_wall_s']:.0f} s",
+            f"latency at {lat['offered_events_per_s']:,.0f} events/s (half the maximum): p50 {lat['p50_ms']:.0f} ms, "
+            f"p99 {lat['p99_ms']:.0f} ms"]
 
 
 def state_lines(st: dict[str, Any]) -> list[str]:
