@@ -38,8 +38,8 @@ class WorkerStuck(RuntimeError):
 
 
 def wait_ready(worker: subprocess.Popen[bytes], log: Path, partitions: int) -> float:
-    """Seconds until the worker has restored every partition (its log says so); WorkerStuck, with
-    every thread's stack dumped into its log, when it has not within READY_TIMEOUT_S."""
+    """Seconds until the worker has restored every partition (its log says so); WorkerStuck when it
+    has not within READY_TIMEOUT_S or has exited (`measure` then dumps its threads' stacks)."""
     started = time.monotonic()
     while time.monotonic() - started < READY_TIMEOUT_S:
         if log.read_text(errors="replace").count(RESTORED) >= partitions:
