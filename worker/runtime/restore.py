@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from confluent_kafka import (
@@ -47,10 +46,6 @@ FLUSH_EVERY = 20_000  # records per store write while restoring
 # young collections and was promoted, so full collections came twice as often (31 against 8 per
 # million records); 500 read 1M users at 242-265k records/s against 192-222k (benchmarks/state.py).
 READ_BATCH = 500
-# A ListOffsets is answered in milliseconds. One the client never completes must not hold a restore
-# thread past restore_timeout_s, whose check runs between reads: each asks this long at most, and
-# no answer is a retriable failure (asked again with a new admin client).
-LIST_OFFSETS_TIMEOUT_S = 10.0
 Progress = Callable[[int, int], None]  # (records read, records to read), as the restore goes
 
 
@@ -68,22 +63,14 @@ def restore_consumer(settings: WorkerSettings, purpose: str) -> Consumer:
     return Consumer(reader_config(settings, purpose))
 
 
-def ends(admin: AdminClient, tp: TopicPartition, timeout_s: float = LIST_OFFSETS_TIMEOUT_S) -> tuple[int, int, int]:
-    """(low watermark, last stable offset, high watermark) of a partition; a KafkaException
-    (_TIMED_OUT, retriable) when the broker has not answered within `timeout_s`."""
+def ends(admin: AdminClient, tp: TopicPartition) -> tuple[int, int, int]:
+    """(low watermark, last stable offset, high watermark) of a partition."""
     query = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()}  # type: ignore[no-untyped-call]
     earliest = {TopicPartition(tp.topic, tp.partition): OffsetSpec.earliest()}  # type: ignore[no-untyped-call]
-    asked = [admin.list_offsets(spec, isolation_level=level, request_timeout=timeout_s)
-             for spec, level in ((earliest, IsolationLevel.READ_UNCOMMITTED), (query, IsolationLevel.READ_COMMITTED),
-                                 (query, IsolationLevel.READ_UNCOMMITTED))]
-    deadline = time.monotonic() + timeout_s + 1.0  # librdkafka's own timeout first, if it keeps it
-    try:
-        low, stable, high = (int(next(iter(f.values())).result(max(deadline - time.monotonic(), 0.0)).offset)
-                             for f in asked)
-    except FutureTimeout as exc:
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"ListOffsets of {tp.topic}[{tp.partition}]: no "
-                                                               f"answer in {timeout_s:.0f} s")) from exc
-    return low, stable, high
+    low = admin.list_offsets(earliest, isolation_level=IsolationLevel.READ_UNCOMMITTED)
+    committed = admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED)
+    uncommitted = admin.list_offsets(query, isolation_level=IsolationLevel.READ_UNCOMMITTED)
+    return tuple(int(next(iter(f.values())).result().offset) for f in (low, committed, uncommitted))  # type: ignore[return-value]
 
 
 def unusable_checkpoint(checkpoint: StoreCheckpoint, state: tuple[int, int, int],
