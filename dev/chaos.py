@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from dev import kafka
 from dev.kafka import LocalBroker
 from dev.loadgen import StreamGenerator
@@ -38,6 +40,7 @@ from dev.netproxy import NETWORK_ACTIONS, FaultProxy, network_fault, proxied_bro
 from dev.verify import (
     StreamWriter,
     count_records,
+    damage_report,
     diff,
     expected_counts,
     kafka_outputs,
@@ -287,6 +290,10 @@ class Chaos:
         got = kafka_outputs(self.harness)
         self.tally.records_checked = sum(counts.values()) + len(expected.state)
         self.tally.lost, self.tally.duplicated, self.tally.wrong = diff(expected, got)
+        if not self.tally.ok:  # which users, and how: beside the worker logs
+            report = self.workdir / "damage.json"
+            report.write_bytes(orjson.dumps(damage_report(expected, got), option=orjson.OPT_INDENT_2))
+            self.say(f"damaged users, first of each kind: {report}")
 
 
 def run_chaos(plan: ChaosPlan, bootstrap: str | None, workdir: Path) -> Tally:

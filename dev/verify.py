@@ -234,6 +234,30 @@ def diff(expected: Outputs, got: Outputs) -> tuple[int, int, int]:
     return lost, duplicated, wrong
 
 
+def damage_report(expected: Outputs, got: Outputs, users: int = 30) -> list[dict[str, Any]]:
+    """What `diff` counted, for the first `users` damaged users of each kind: the records missing
+    from `got` and those it has that were not expected (as sorted-key JSON), or the two final states."""
+    report: list[dict[str, Any]] = []
+    for kind in ("events", "deltas"):
+        want, have = getattr(expected, kind), getattr(got, kind)
+        shown = 0
+        for user in sorted(want.keys() | have.keys()):
+            a = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in want.get(user, []))
+            b = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in have.get(user, []))
+            if a == b and want.get(user) == have.get(user):
+                continue
+            report.append({"kind": kind, "user": user, "missing": list((a - b).elements()),
+                           "unexpected": list((b - a).elements()), "reordered": a == b})
+            shown += 1
+            if shown >= users:
+                break
+    states = [key for key in sorted(expected.state.keys() | got.state.keys())
+              if expected.state.get(key) != got.state.get(key)]
+    report += [{"kind": "state", "user": key, "expected": expected.state.get(key), "got": got.state.get(key)}
+               for key in states[:users]]
+    return report
+
+
 def multiset_damage(expected: Iterable[Hashable], got: Iterable[Hashable]) -> tuple[int, int, int]:
     """(lost, duplicated, wrong): expected items missing from `got`, extra copies of expected items,
     and items that were never expected."""
