@@ -222,16 +222,25 @@ def diff(expected: Outputs, got: Outputs) -> tuple[int, int, int]:
         want, have = getattr(expected, kind), getattr(got, kind)
         for user in want.keys() | have.keys():
             a, b = want.get(user, []), have.get(user, [])
-            damage = multiset_damage([orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in a],
-                                     [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in b])
+            damage = multiset_damage(canonical(a), canonical(b))
             lost, duplicated, wrong = lost + damage[0], duplicated + damage[1], wrong + damage[2]
             if damage == (0, 0, 0) and a != b:
                 wrong += len(a)
     damage = multiset_damage(map(repr, expected.dlq), map(repr, got.dlq))
     lost, duplicated, wrong = lost + damage[0], duplicated + damage[1], wrong + damage[2]
-    wrong += sum(1 for key in expected.state.keys() | got.state.keys()
-                 if expected.state.get(key) != got.state.get(key))
+    wrong += len(differing_states(expected, got))
     return lost, duplicated, wrong
+
+
+def canonical(records: list[Any]) -> list[str]:
+    """Each record as sorted-key JSON: equal records compare equal, whatever their key order."""
+    return [orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode() for record in records]
+
+
+def differing_states(expected: Outputs, got: Outputs) -> list[str]:
+    """The users whose final state differs (or is there on one side only), in key order."""
+    return [key for key in sorted(expected.state.keys() | got.state.keys())
+            if expected.state.get(key) != got.state.get(key)]
 
 
 def damage_report(expected: Outputs, got: Outputs, users: int = 30) -> list[dict[str, Any]]:
@@ -242,8 +251,7 @@ def damage_report(expected: Outputs, got: Outputs, users: int = 30) -> list[dict
         want, have = getattr(expected, kind), getattr(got, kind)
         shown = 0
         for user in sorted(want.keys() | have.keys()):
-            a = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in want.get(user, []))
-            b = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in have.get(user, []))
+            a, b = Counter(canonical(want.get(user, []))), Counter(canonical(have.get(user, [])))
             if a == b and want.get(user) == have.get(user):
                 continue
             report.append({"kind": kind, "user": user, "missing": list((a - b).elements()),
@@ -251,10 +259,8 @@ def damage_report(expected: Outputs, got: Outputs, users: int = 30) -> list[dict
             shown += 1
             if shown >= users:
                 break
-    states = [key for key in sorted(expected.state.keys() | got.state.keys())
-              if expected.state.get(key) != got.state.get(key)]
     report += [{"kind": "state", "user": key, "expected": expected.state.get(key), "got": got.state.get(key)}
-               for key in states[:users]]
+               for key in differing_states(expected, got)[:users]]
     return report
 
 
